@@ -1,0 +1,4 @@
+-- One database per service: each owns its data (see the brief).
+CREATE DATABASE intake;
+CREATE DATABASE matching;
+CREATE DATABASE notify;

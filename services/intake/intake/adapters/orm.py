@@ -1,0 +1,80 @@
+"""Intake's tables. Personal data (initials, contact, narrative) is stored only as
+ciphertext (`*_enc`), each value carrying the id of the key that sealed it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from shared.db import OutboxMixin, ProcessedEventMixin, UTCDateTime, new_metadata
+from shared.events import utcnow
+
+
+class Base(DeclarativeBase):
+    metadata = new_metadata()
+
+
+class Agency(Base):
+    __tablename__ = "agency"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    api_key_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Referral(Base):
+    __tablename__ = "referral"
+    __table_args__ = (UniqueConstraint("agency_id", "external_ref", name="uq_referral_agency_external_ref"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    agency_id: Mapped[str] = mapped_column(ForeignKey("agency.id"), index=True)
+    external_ref: Mapped[str] = mapped_column(String(100))
+    request_sha256: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(20), index=True)
+    pmks_category: Mapped[str] = mapped_column(String(64))
+    urgency: Mapped[str] = mapped_column(String(16))
+    needs: Mapped[list[str]] = mapped_column(JSON)
+    risk_flags: Mapped[list[str]] = mapped_column(JSON)
+    region_code: Mapped[str] = mapped_column(String(16))
+    age: Mapped[int] = mapped_column(Integer)
+    gender: Mapped[str] = mapped_column(String(16))
+    languages: Mapped[list[str]] = mapped_column(JSON)
+    modality: Mapped[str] = mapped_column(String(16))
+    consent_share: Mapped[bool] = mapped_column(Boolean)
+    consent_contact: Mapped[bool] = mapped_column(Boolean)
+    consent_recorded_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    initials_enc: Mapped[str] = mapped_column(Text)
+    contact_enc: Mapped[str] = mapped_column(Text)
+    narrative_enc: Mapped[str] = mapped_column(Text)
+    matched_service: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class TimelineEntry(Base):
+    """Every step of a referral: who, when, why. `event_id` makes applying an event once."""
+
+    __tablename__ = "timeline_entry"
+    __table_args__ = (Index("ix_timeline_referral_at", "referral_id", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    referral_id: Mapped[str] = mapped_column(ForeignKey("referral.id"))
+    event_id: Mapped[str] = mapped_column(String(32), unique=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    kind: Mapped[str] = mapped_column(String(40))
+    status: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    actor: Mapped[str] = mapped_column(String(120))
+    reason_id: Mapped[str] = mapped_column(Text, default="")
+    reason_en: Mapped[str] = mapped_column(Text, default="")
+
+
+class Outbox(OutboxMixin, Base):
+    pass
+
+
+class ProcessedEvent(ProcessedEventMixin, Base):
+    pass

@@ -1,0 +1,57 @@
+"""Wires intake's parts together: settings -> adapters -> service layer -> entry points."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from intake.adapters.crypto import FieldCipher
+from intake.adapters.orm import Outbox
+from intake.entrypoints import http
+from intake.service_layer.services import Intake
+from intake.settings import Settings
+from shared.http import install_error_handlers
+from shared.outbox import OutboxRelay
+from shared.runtime import Runtime, configure_logging, health_router
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+DEMO_AGENCY_ID = "demo"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    cipher = FieldCipher(settings.encryption_keys)  # fail at once on a missing or bad key
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        rt = Runtime(settings, MIGRATIONS)
+        await rt.start()
+        relay = OutboxRelay(rt.sessions, Outbox, rt.redis, poll_interval_s=settings.outbox_poll_interval_s)
+        intake = Intake(rt.sessions, cipher, relay)
+        if settings.demo_api_key:
+            await intake.ensure_agency(DEMO_AGENCY_ID, "Demo agency (UPTD PPA)", settings.demo_api_key)
+        app.state.runtime, app.state.intake = rt, intake
+        rt.workers.start(relay)
+        rt.consume("intake", intake.apply)
+        try:
+            yield
+        finally:
+            await rt.close()
+
+    app = FastAPI(title="Rujukan intake", version="1", lifespan=lifespan,
+                  description="Agency API: submit referrals and follow them until they close.")
+    install_error_handlers(app)
+    app.include_router(health_router())
+    app.include_router(http.router)
+    return app
+
+
+def main() -> None:
+    from shared.runtime import serve
+
+    settings = Settings()
+    configure_logging(settings.service_name, settings.log_level)
+    serve(create_app(settings), settings.host, settings.port, settings.log_level)

@@ -1,0 +1,102 @@
+"""Intake's domain: what a referral submission must say, and how its status may move."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator, model_validator
+
+from shared import regions
+from shared.pmks import categories
+from shared.vocab import Gender, Modality, ReferralStatus, RiskFlag, SupportType, Urgency
+
+LanguageCode = Annotated[str, Field(pattern=r"^[a-z]{2,3}$", description="ISO 639 code: id, jv, su, en, ...")]
+
+
+class Contact(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=200)
+    phone: str | None = Field(default=None, pattern=r"^\+?[0-9][0-9 \-]{5,19}$")
+    email: EmailStr | None = None
+
+
+class Consent(BaseModel):
+    """The person's consent, recorded with the referral. Sharing with a provider is what a
+    referral is, so it must be given; being contacted directly by the provider is a choice."""
+
+    model_config = ConfigDict(extra="forbid")
+    share_with_provider: bool
+    contact_by_provider: bool
+
+    @field_validator("share_with_provider")
+    @classmethod
+    def _must_share(cls, v: bool) -> bool:
+        if not v:
+            raise ValueError("a referral needs the person's consent to share it with the provider")
+        return v
+
+
+class Client(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    initials: str = Field(min_length=1, max_length=10)
+    age: int = Field(ge=0, le=120)
+    gender: Gender
+    region_code: str = Field(description="Kemendagri code: province 12, regency 12.71, district 12.71.05")
+    languages: list[LanguageCode] = Field(default_factory=lambda: ["id"], min_length=1, max_length=10)
+    modality: Modality = Modality.any
+    contact: Contact
+    consent: Consent
+
+    @field_validator("region_code")
+    @classmethod
+    def _region(cls, v: str) -> str:
+        return regions.validate(v)
+
+
+class ReferralRequest(BaseModel):
+    """The body of POST /v1/referrals."""
+
+    model_config = ConfigDict(extra="forbid")
+    external_ref: str = Field(min_length=1, max_length=100, description="the agency's own case number")
+    pmks_category: str = Field(description="one of the 26 PMKS codes, e.g. korban_tindak_kekerasan")
+    needs: list[SupportType] = Field(default_factory=list, max_length=5)
+    urgency: Urgency = Urgency.routine
+    risk_flags: list[RiskFlag] = Field(default_factory=list, max_length=4)
+    client: Client
+    narrative: str = Field(default="", max_length=10_000)
+
+    @field_validator("pmks_category")
+    @classmethod
+    def _category(cls, v: str) -> str:
+        if v not in categories():
+            raise ValueError("unknown PMKS category; use one of the 26 codes of Permensos 08/2012")
+        return v
+
+    @model_validator(mode="after")
+    def _dedupe(self) -> ReferralRequest:
+        self.needs = sorted(set(self.needs))
+        self.risk_flags = sorted(set(self.risk_flags))
+        self.client.languages = list(dict.fromkeys(self.client.languages))
+        return self
+
+
+# Which status an event may move a referral to, from which statuses. Anything else is
+# recorded on the timeline but leaves the status as it is (late or out-of-order events).
+TRANSITIONS: dict[ReferralStatus, frozenset[ReferralStatus]] = {
+    ReferralStatus.proposed: frozenset({ReferralStatus.submitted, ReferralStatus.waitlisted,
+                                        ReferralStatus.declined, ReferralStatus.proposed}),
+    ReferralStatus.unmatched: frozenset({ReferralStatus.submitted, ReferralStatus.declined}),
+    ReferralStatus.waitlisted: frozenset({ReferralStatus.submitted, ReferralStatus.declined,
+                                          ReferralStatus.proposed}),
+    ReferralStatus.accepted: frozenset({ReferralStatus.proposed}),
+    ReferralStatus.declined: frozenset({ReferralStatus.proposed}),
+    ReferralStatus.in_progress: frozenset({ReferralStatus.accepted}),
+    ReferralStatus.completed: frozenset({ReferralStatus.in_progress, ReferralStatus.accepted}),
+    ReferralStatus.cancelled: frozenset({ReferralStatus.submitted, ReferralStatus.proposed,
+                                         ReferralStatus.accepted, ReferralStatus.in_progress,
+                                         ReferralStatus.waitlisted, ReferralStatus.declined}),
+}
+
+
+def may_move(current: str, new: ReferralStatus) -> bool:
+    return ReferralStatus(current) in TRANSITIONS.get(new, frozenset())

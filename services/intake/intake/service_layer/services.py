@@ -1,0 +1,224 @@
+"""Intake's use cases: submit a referral, read it, and apply what other services said."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from intake.adapters.crypto import FieldCipher
+from intake.adapters.orm import Agency, Outbox, ProcessedEvent, Referral, TimelineEntry
+from intake.domain.model import ReferralRequest, may_move
+from shared.events import (
+    Envelope,
+    EventData,
+    NotificationFailed,
+    NotificationSent,
+    ReferralMatched,
+    ReferralSubmitted,
+    ReferralUnmatched,
+    ReferralWaitlisted,
+    new_id,
+    utcnow,
+)
+from shared.outbox import OutboxRelay, add_events
+from shared.streams import Message
+from shared.vocab import ReferralStatus, age_band
+
+SOURCE = "rujukan/intake"
+
+
+class ReferralConflict(Exception):
+    """The agency reused an external_ref for a different referral."""
+
+
+class NotFound(Exception):
+    pass
+
+
+@dataclass
+class Intake:
+    """The service layer's dependencies, wired by bootstrap."""
+
+    sessions: async_sessionmaker[AsyncSession]
+    cipher: FieldCipher
+    relay: OutboxRelay
+
+    # --- agencies -----------------------------------------------------------------------
+
+    async def agency_for_key(self, api_key: str) -> Agency | None:
+        digest = hashlib.sha256(api_key.encode()).hexdigest()
+        async with self.sessions() as s:
+            agency = await s.scalar(select(Agency).where(Agency.api_key_sha256 == digest))
+        return agency if agency is not None and agency.active else None
+
+    async def ensure_agency(self, agency_id: str, name: str, api_key: str) -> None:
+        digest = hashlib.sha256(api_key.encode()).hexdigest()
+        async with self.sessions() as s, s.begin():
+            agency = await s.get(Agency, agency_id)
+            if agency is None:
+                s.add(Agency(id=agency_id, name=name, api_key_sha256=digest))
+            else:
+                agency.name, agency.api_key_sha256, agency.active = name, digest, True
+
+    # --- submission ---------------------------------------------------------------------
+
+    async def submit(self, agency_id: str, req: ReferralRequest) -> tuple[Referral, bool]:
+        """Record the referral and its `referral.submitted` event in one transaction.
+
+        Returns (referral, created). The same agency sending the same external_ref again
+        gets the same referral back; a different body under that number is a conflict.
+        """
+        digest = hashlib.sha256(req.model_dump_json().encode()).hexdigest()
+        existing = await self._by_external_ref(agency_id, req.external_ref)
+        if existing is not None:
+            return self._same_or_conflict(existing, digest), False
+
+        rid = new_id()
+        now = utcnow()
+        c = req.client
+        contact = c.contact.model_dump(mode="json")
+        referral = Referral(
+            id=rid, agency_id=agency_id, external_ref=req.external_ref, request_sha256=digest,
+            status=ReferralStatus.submitted, pmks_category=req.pmks_category, urgency=req.urgency,
+            needs=list(req.needs), risk_flags=list(req.risk_flags), region_code=c.region_code, age=c.age,
+            gender=c.gender, languages=c.languages, modality=c.modality,
+            consent_share=c.consent.share_with_provider, consent_contact=c.consent.contact_by_provider,
+            consent_recorded_at=now,
+            initials_enc=self.cipher.seal(c.initials, f"{rid}:initials"),
+            contact_enc=self.cipher.seal(json.dumps(contact), f"{rid}:contact"),
+            narrative_enc=self.cipher.seal(req.narrative, f"{rid}:narrative"),
+            created_at=now, updated_at=now,
+        )
+        event = Envelope.wrap(ReferralSubmitted(
+            referral_id=rid, agency_id=agency_id, pmks_category=req.pmks_category, needs=req.needs,
+            urgency=req.urgency, risk_flags=req.risk_flags, region_code=c.region_code,
+            age_band=age_band(c.age), gender=c.gender, languages=c.languages, modality=c.modality,
+            consent_share=c.consent.share_with_provider,
+        ), source=SOURCE, subject=rid)
+        try:
+            async with self.sessions() as s, s.begin():
+                s.add(referral)
+                await s.flush()  # the referral row first: the timeline refers to it
+                s.add(TimelineEntry(
+                    referral_id=rid, event_id=event.id, at=now, kind="submitted",
+                    status=ReferralStatus.submitted, actor=f"agency:{agency_id}",
+                    reason_id="Rujukan diterima", reason_en="Referral received",
+                ))
+                add_events(s, Outbox, [event])
+        except IntegrityError:
+            # Two identical submissions raced; the other one won. Return it.
+            existing = await self._by_external_ref(agency_id, req.external_ref)
+            if existing is None:
+                raise
+            return self._same_or_conflict(existing, digest), False
+        self.relay.kick()
+        return referral, True
+
+    async def _by_external_ref(self, agency_id: str, external_ref: str) -> Referral | None:
+        async with self.sessions() as s:
+            return await s.scalar(select(Referral).where(
+                Referral.agency_id == agency_id, Referral.external_ref == external_ref))
+
+    @staticmethod
+    def _same_or_conflict(existing: Referral, digest: str) -> Referral:
+        if existing.request_sha256 != digest:
+            raise ReferralConflict(existing.id)
+        return existing
+
+    # --- reading ------------------------------------------------------------------------
+
+    async def get(self, agency_id: str, referral_id: str) -> tuple[Referral, list[TimelineEntry]]:
+        """A referral and its timeline; an agency sees only its own (others: NotFound)."""
+        async with self.sessions() as s:
+            referral = await s.get(Referral, referral_id)
+            if referral is None or referral.agency_id != agency_id:
+                raise NotFound(referral_id)
+            timeline = list((await s.scalars(
+                select(TimelineEntry).where(TimelineEntry.referral_id == referral_id)
+                .order_by(TimelineEntry.at, TimelineEntry.id))).all())
+        return referral, timeline
+
+    async def list_for_agency(self, agency_id: str, status: str | None, limit: int, offset: int) -> list[Referral]:
+        q = select(Referral).where(Referral.agency_id == agency_id)
+        if status:
+            q = q.where(Referral.status == status)
+        async with self.sessions() as s:
+            return list((await s.scalars(q.order_by(Referral.id.desc()).limit(limit).offset(offset))).all())
+
+    def client_contact(self, referral: Referral) -> dict[str, Any]:
+        """Decrypted personal data, for the agency that submitted it."""
+        return {
+            "initials": self.cipher.open(referral.initials_enc, f"{referral.id}:initials"),
+            "contact": json.loads(self.cipher.open(referral.contact_enc, f"{referral.id}:contact")),
+        }
+
+    # --- events from matching and notify --------------------------------------------------
+
+    async def apply(self, messages: list[Message]) -> None:
+        """Apply a batch of events in one transaction; each event takes effect once."""
+        async with self.sessions() as s, s.begin():
+            ids = [m.envelope.id for m in messages]
+            seen = set((await s.scalars(select(ProcessedEvent.event_id)
+                                        .where(ProcessedEvent.event_id.in_(ids)))).all())
+            for m in messages:
+                if m.envelope.id in seen:
+                    continue
+                seen.add(m.envelope.id)
+                s.add(ProcessedEvent(event_id=m.envelope.id, event_type=m.envelope.type))
+                await self._apply_one(s, m.envelope, m.data)
+
+    async def _apply_one(self, s: AsyncSession, env: Envelope, data: EventData) -> None:
+        step = timeline_step(data)
+        if step is None:
+            return  # an event intake has no use for
+        referral_id, kind, status, actor, reason_id, reason_en = step
+        referral = await s.get(Referral, referral_id, with_for_update=True)
+        if referral is None:
+            return  # not ours (another intake's referral, or purged)
+        moved = status is not None and may_move(referral.status, status)
+        if moved:
+            assert status is not None
+            referral.status = status
+            referral.updated_at = utcnow()
+            if isinstance(data, ReferralMatched):
+                referral.matched_service = {
+                    "service_id": data.service_id, "service_name": data.service_name,
+                    "organization_name": data.organization_name, "resource_kind": data.resource_kind,
+                    "hold_expires_at": data.hold_expires_at.isoformat() if data.hold_expires_at else None,
+                }
+        s.add(TimelineEntry(
+            referral_id=referral_id, event_id=env.id, at=env.time, kind=kind,
+            status=status if moved else None, actor=actor, reason_id=reason_id, reason_en=reason_en,
+        ))
+
+
+def timeline_step(data: EventData) -> tuple[str, str, ReferralStatus | None, str, str, str] | None:
+    """(referral_id, kind, new status, actor, reason in Bahasa Indonesia, reason in English)."""
+    if isinstance(data, ReferralMatched):
+        return (data.referral_id, "proposed", ReferralStatus.proposed, "matching",
+                f"Diusulkan ke {data.service_name} ({data.organization_name}): " + "; ".join(data.reasons_id),
+                f"Proposed to {data.service_name} ({data.organization_name}): " + "; ".join(data.reasons_en))
+    if isinstance(data, ReferralWaitlisted):
+        return (data.referral_id, "waitlisted", ReferralStatus.waitlisted, "matching",
+                "; ".join(data.reasons_id), "; ".join(data.reasons_en))
+    if isinstance(data, ReferralUnmatched):
+        return (data.referral_id, "unmatched", ReferralStatus.unmatched, "matching",
+                "; ".join(data.reasons_id), "; ".join(data.reasons_en))
+    if isinstance(data, NotificationFailed):
+        return (data.referral_id, "notification_failed", None, "notify",
+                f"Pemberitahuan gagal dikirim: {data.reason}", f"Notification failed: {data.reason}")
+    if isinstance(data, NotificationSent):
+        return (data.referral_id, "notified", None, "notify",
+                "Pemberitahuan terkirim ke penerima", "Notification sent to the receiver")
+    return None
+
+
+def iso(dt: datetime) -> str:
+    return dt.isoformat()

@@ -1,0 +1,3 @@
+from matching.bootstrap import main
+
+main()

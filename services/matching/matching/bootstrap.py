@@ -1,0 +1,70 @@
+"""Wires matching's parts together: settings -> adapters -> service layer -> entry points."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from pathlib import Path
+
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from matching.adapters.orm import Outbox
+from matching.entrypoints import http
+from matching.service_layer.directory import ServiceRecord, upsert_service
+from matching.service_layer.services import Matching
+from matching.settings import Settings
+from shared.http import install_error_handlers
+from shared.outbox import OutboxRelay
+from shared.runtime import Runtime, configure_logging, health_router
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+DEMO_DIRECTORY = Path(__file__).parent / "seed" / "demo_directory.json"
+
+
+async def seed_demo(sessions: async_sessionmaker[AsyncSession]) -> int:
+    """Put the demo directory in (idempotent: re-seeding changes nothing)."""
+    records = [ServiceRecord.from_dict(d) for d in json.loads(DEMO_DIRECTORY.read_text())]
+    changed = 0
+    for rec in records:
+        async with sessions() as s, s.begin():
+            changed += await upsert_service(s, rec)
+    return changed
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        rt = Runtime(settings, MIGRATIONS)
+        await rt.start()
+        if settings.seed_demo:
+            await seed_demo(rt.sessions)
+        relay = OutboxRelay(rt.sessions, Outbox, rt.redis, poll_interval_s=settings.outbox_poll_interval_s)
+        matching = Matching(rt.sessions, relay, timedelta(hours=settings.hold_hours_routine),
+                            timedelta(hours=settings.hold_hours_urgent))
+        app.state.runtime, app.state.matching, app.state.settings = rt, matching, settings
+        rt.workers.start(relay)
+        rt.consume("matching", matching.handle)
+        try:
+            yield
+        finally:
+            await rt.close()
+
+    app = FastAPI(title="Rujukan matching", version="1", lifespan=lifespan,
+                  description="Directory admin and decisions: who gets sent where, and why.")
+    install_error_handlers(app)
+    app.include_router(health_router())
+    app.include_router(http.router)
+    return app
+
+
+def main() -> None:
+    from shared.runtime import serve
+
+    settings = Settings()
+    configure_logging(settings.service_name, settings.log_level)
+    serve(create_app(settings), settings.host, settings.port, settings.log_level)

@@ -1,0 +1,55 @@
+"""Wires notify's parts together: settings -> adapters -> service layer -> entry points."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from notify.adapters.mailer import Mailer
+from notify.adapters.orm import Outbox
+from notify.entrypoints import http
+from notify.service_layer.services import Notify
+from notify.settings import Settings
+from shared.http import install_error_handlers
+from shared.outbox import OutboxRelay
+from shared.runtime import Runtime, configure_logging, health_router
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    mailer = Mailer(settings.smtp_url, settings.mail_from)  # fail at once on a bad SMTP_URL
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        rt = Runtime(settings, MIGRATIONS)
+        await rt.start()
+        relay = OutboxRelay(rt.sessions, Outbox, rt.redis, poll_interval_s=settings.outbox_poll_interval_s)
+        notify = Notify(rt.sessions, relay, mailer, settings.mail_max_attempts, settings.mail_poll_interval_s)
+        app.state.runtime, app.state.notify, app.state.settings = rt, notify, settings
+        rt.workers.start(relay)
+        rt.workers.start(notify)
+        rt.consume("notify", notify.handle)
+        try:
+            yield
+        finally:
+            await rt.close()
+
+    app = FastAPI(title="Rujukan notify", version="1", lifespan=lifespan,
+                  description="Deliveries to receiving social workers and facilitators.")
+    install_error_handlers(app)
+    app.include_router(health_router())
+    app.include_router(http.router)
+    return app
+
+
+def main() -> None:
+    from shared.runtime import serve
+
+    settings = Settings()
+    configure_logging(settings.service_name, settings.log_level)
+    serve(create_app(settings), settings.host, settings.port, settings.log_level)

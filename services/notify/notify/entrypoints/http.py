@@ -1,0 +1,41 @@
+"""Notify's HTTP API: deliveries of a referral, for operators."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from sqlalchemy import select
+
+from notify.adapters.orm import Delivery
+from notify.service_layer.services import Notify
+from shared.http import BearerToken, unauthorized
+
+
+def get_notify(request: Request) -> Notify:
+    return request.app.state.notify
+
+
+NotifyDep = Annotated[Notify, Depends(get_notify)]
+
+
+def admin(token: BearerToken, request: Request) -> None:
+    key = request.app.state.settings.admin_api_key
+    if not key or not hmac.compare_digest(token, key):
+        raise unauthorized()
+
+
+router = APIRouter(prefix="/v1", dependencies=[Depends(admin)])
+
+
+@router.get("/deliveries")
+async def deliveries(referral_id: str, notify: NotifyDep) -> dict[str, Any]:
+    async with notify.sessions() as s:
+        rows = (await s.scalars(select(Delivery).where(Delivery.referral_id == referral_id)
+                                .order_by(Delivery.created_at))).all()
+    return {"items": [
+        {"id": d.id, "decision_id": d.decision_id, "recipient_contact_id": d.recipient_contact_id,
+         "state": d.state, "attempts": d.attempts, "last_error": d.last_error,
+         "sent_at": d.sent_at.isoformat() if d.sent_at else None} for d in rows
+    ]}

@@ -1,0 +1,137 @@
+"""Notify's use cases: turn decisions into deliveries, and deliver them.
+
+A delivery row is written in the same transaction as the event that caused it (one per
+decision and recipient), and the mail is sent after commit by the delivery worker. After
+a send, the row is marked sent together with the `notification.sent` event in the outbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from notify.adapters.mailer import Mailer
+from notify.adapters.orm import Delivery, Outbox, ProcessedEvent
+from notify.domain.messages import proposal
+from shared.events import Envelope, NotificationFailed, NotificationSent, ReferralMatched, new_id, utcnow
+from shared.outbox import OutboxRelay, add_events
+from shared.streams import Message
+
+log = logging.getLogger("rujukan.notify")
+SOURCE = "rujukan/notify"
+
+
+@dataclass
+class Notify:
+    sessions: async_sessionmaker[AsyncSession]
+    relay: OutboxRelay
+    mailer: Mailer
+    max_attempts: int = 8
+    poll_interval_s: float = 2.0
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _stopping: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def handle(self, messages: list[Message]) -> None:
+        """Record the deliveries a batch of decisions asks for; each event takes effect once."""
+        created = 0
+        async with self.sessions() as s, s.begin():
+            ids = [m.envelope.id for m in messages]
+            seen = set((await s.scalars(select(ProcessedEvent.event_id)
+                                        .where(ProcessedEvent.event_id.in_(ids)))).all())
+            for m in messages:
+                if m.envelope.id in seen:
+                    continue
+                seen.add(m.envelope.id)
+                s.add(ProcessedEvent(event_id=m.envelope.id, event_type=m.envelope.type))
+                if isinstance(m.data, ReferralMatched):
+                    created += await self._deliveries_for(s, m.data)
+        if created:
+            self._wake.set()
+
+    async def _deliveries_for(self, s: AsyncSession, e: ReferralMatched) -> int:
+        existing = set((await s.scalars(select(Delivery.recipient_contact_id)
+                                        .where(Delivery.decision_id == e.decision_id))).all())
+        subject, body = proposal(e)
+        n = 0
+        for r in e.recipients:
+            if r.contact_id in existing:
+                continue
+            s.add(Delivery(id=new_id(), referral_id=e.referral_id, decision_id=e.decision_id,
+                           recipient_contact_id=r.contact_id, email=r.email, subject=subject, body=body,
+                           urgent=e.urgency != "routine"))
+            n += 1
+        return n
+
+    # --- the delivery worker ----------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+
+    async def run(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.clear()
+            try:
+                sent = await self.deliver_due()
+            except Exception as e:  # database away: retry on the next round
+                log.warning("delivery round failed: %s: %s", type(e).__name__, e)
+                sent = 0
+            if sent:
+                continue
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval_s)
+            except TimeoutError:
+                pass
+
+    async def deliver_due(self, limit: int = 50) -> int:
+        """Send what is due, urgent first. Returns how many were attempted."""
+        async with self.sessions() as s:
+            due = list((await s.scalars(
+                select(Delivery).where(Delivery.state == "pending", Delivery.next_attempt_at <= utcnow())
+                .order_by(Delivery.urgent.desc(), Delivery.created_at).limit(limit))).all())
+        for d in due:
+            if self._stopping.is_set():
+                break
+            try:
+                await self.mailer.send(message_id=d.id, to=d.email, subject=d.subject, body=d.body,
+                                       urgent=d.urgent)
+                error = None
+            except Exception as e:
+                error = f"{type(e).__name__}: {e}"[:500]
+            await self._record(d.id, error)
+        return len(due)
+
+    async def _record(self, delivery_id: str, error: str | None) -> None:
+        async with self.sessions() as s, s.begin():
+            d = await s.get(Delivery, delivery_id)
+            if d is None or d.state != "pending":
+                return
+            d.attempts += 1
+            event: NotificationSent | None = None
+            if error is None:
+                d.state, d.sent_at = "sent", utcnow()
+                event = NotificationSent(referral_id=d.referral_id, delivery_id=d.id, decision_id=d.decision_id,
+                                         recipient_contact_id=d.recipient_contact_id)
+                log.info("delivery %s sent (referral %s)", d.id, d.referral_id)
+            else:
+                d.last_error = error
+                if d.attempts >= self.max_attempts:
+                    d.state = "failed"
+                    event = NotificationFailed(referral_id=d.referral_id, delivery_id=d.id,
+                                               decision_id=d.decision_id,
+                                               recipient_contact_id=d.recipient_contact_id,
+                                               reason=f"gave up after {d.attempts} attempts: {error}")
+                    log.error("delivery %s failed for good: %s", d.id, error)
+                else:
+                    # Exponential backoff: 5 s, 10 s, 20 s, ... capped at 10 minutes.
+                    d.next_attempt_at = utcnow() + timedelta(seconds=min(5 * 2 ** (d.attempts - 1), 600))
+                    log.warning("delivery %s attempt %d failed: %s", d.id, d.attempts, error)
+            if event is not None:
+                add_events(s, Outbox, [Envelope.wrap(event, source=SOURCE, subject=d.referral_id)])
+        if event is not None:
+            self.relay.kick()

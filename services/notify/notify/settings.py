@@ -1,0 +1,14 @@
+from __future__ import annotations
+
+from shared.settings import ServiceSettings
+
+
+class Settings(ServiceSettings):
+    service_name: str = "notify"
+    port: int = 8003
+    database_url: str = "sqlite+aiosqlite:///./var/notify.db"
+    smtp_url: str = "smtp://127.0.0.1:1025"
+    mail_from: str = "Rujukan <noreply@rujukan.example>"
+    # A delivery that keeps failing is given up (and reported) after this many attempts.
+    mail_max_attempts: int = 8
+    mail_poll_interval_s: float = 2.0

@@ -1,0 +1,189 @@
+"""Event contracts: a CloudEvents 1.0 style envelope and versioned payload schemas.
+
+Rules kept here for every service:
+- No personal data of the person referred: ids and the non-identifying facts matching
+  needs (category, region code, age band, gender, needs, urgency, flags, languages,
+  modality). Names, phones, addresses and narratives never leave intake's database.
+- Consumers ignore fields they do not know (`extra="ignore"`) and refuse what they cannot
+  parse; the stream consumer moves refused entries to the dead-letter stream with the reason.
+- A type's version is part of its name (`referral.submitted.v1`): a breaking change gets a
+  new type, and old consumers dead-letter what they do not know instead of misreading it.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from ulid import ULID
+
+from shared.vocab import Gender, Modality, RiskFlag, SupportType, Urgency
+
+
+def new_id() -> str:
+    return str(ULID())
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class EventData(BaseModel):
+    """Base of every payload; `TYPE` is the versioned CloudEvents type."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    TYPE: ClassVar[str]
+
+
+Code = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class ReferralSubmitted(EventData):
+    TYPE: ClassVar[str] = "referral.submitted.v1"
+    referral_id: str
+    agency_id: str
+    pmks_category: Code
+    needs: list[SupportType] = []
+    urgency: Urgency
+    risk_flags: list[RiskFlag] = []
+    region_code: str
+    age_band: str = Field(pattern=r"^\d{1,3}-\d{1,3}$")
+    gender: Gender
+    languages: list[str] = []
+    modality: Modality
+    consent_share: bool
+
+
+class Candidate(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    service_id: str
+    score: float | None = None
+    outcome: str  # "chosen" or why it lost
+    reasons_id: list[str] = []
+    reasons_en: list[str] = []
+
+
+class Recipient(BaseModel):
+    """Who receives a proposal: the service's professional contact, never the client."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    contact_id: str
+    email: str
+    language: str = "id"
+
+
+class ReferralMatched(EventData):
+    TYPE: ClassVar[str] = "referral.matched.v1"
+    referral_id: str
+    decision_id: str
+    service_id: str
+    service_name: str
+    organization_name: str
+    resource_kind: str
+    pmks_category: str
+    region_code: str
+    urgency: Urgency
+    hold_expires_at: datetime | None = None
+    reasons_id: list[str]
+    reasons_en: list[str]
+    recipients: list[Recipient]
+    candidates: list[Candidate] = []
+
+
+class ReferralUnmatched(EventData):
+    TYPE: ClassVar[str] = "referral.unmatched.v1"
+    referral_id: str
+    decision_id: str
+    pmks_category: str
+    region_code: str
+    urgency: Urgency
+    reasons_id: list[str]
+    reasons_en: list[str]
+    candidates: list[Candidate] = []
+
+
+class ReferralWaitlisted(ReferralUnmatched):
+    TYPE: ClassVar[str] = "referral.waitlisted.v1"
+
+
+class NotificationSent(EventData):
+    TYPE: ClassVar[str] = "notification.sent.v1"
+    referral_id: str
+    delivery_id: str
+    decision_id: str
+    channel: Literal["email", "webhook"] = "email"
+    recipient_contact_id: str
+
+
+class NotificationFailed(NotificationSent):
+    TYPE: ClassVar[str] = "notification.failed.v1"
+    reason: str
+
+
+EVENT_TYPES: dict[str, type[EventData]] = {
+    cls.TYPE: cls
+    for cls in (
+        ReferralSubmitted, ReferralMatched, ReferralUnmatched, ReferralWaitlisted,
+        NotificationSent, NotificationFailed,
+    )
+}
+
+
+class Envelope(BaseModel):
+    """CloudEvents 1.0 attributes plus W3C trace context."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    specversion: Literal["1.0"] = "1.0"
+    id: str = Field(default_factory=new_id)
+    type: str
+    source: str
+    subject: str
+    time: datetime = Field(default_factory=utcnow)
+    datacontenttype: Literal["application/json"] = "application/json"
+    traceparent: str | None = None
+    data: dict[str, Any]
+
+    @classmethod
+    def wrap(cls, data: EventData, *, source: str, subject: str, traceparent: str | None = None) -> Envelope:
+        return cls(type=data.TYPE, source=source, subject=subject, traceparent=traceparent,
+                   data=data.model_dump(mode="json"))
+
+    def payload(self) -> EventData:
+        """The typed payload; raises UnknownEventType or pydantic ValidationError."""
+        cls = EVENT_TYPES.get(self.type)
+        if cls is None:
+            raise UnknownEventType(f"unknown event type '{self.type}'")
+        return cls.model_validate(self.data)
+
+    def to_fields(self) -> dict[str, str]:
+        """The stream entry: one JSON field, plus the type for operators' eyes (XRANGE)."""
+        return {"type": self.type, "event": self.model_dump_json()}
+
+
+class UnknownEventType(ValueError):
+    pass
+
+
+class BadEvent(ValueError):
+    """An entry that can never be processed: it goes to the dead-letter stream at once."""
+
+
+def parse_entry(fields: dict[bytes, bytes] | dict[str, str]) -> tuple[Envelope, EventData]:
+    """Parse a stream entry into its envelope and typed payload, or raise BadEvent with why."""
+    raw = fields.get(b"event") if b"event" in fields else fields.get("event")  # type: ignore[call-overload]
+    if raw is None:
+        raise BadEvent("entry has no 'event' field")
+    try:
+        env = Envelope.model_validate(json.loads(raw))
+        return env, env.payload()
+    except json.JSONDecodeError as e:
+        raise BadEvent(f"malformed JSON: {e.msg} at position {e.pos}") from None
+    except UnknownEventType as e:
+        raise BadEvent(str(e)) from None
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}" for err in e.errors()[:5]
+        )
+        raise BadEvent(f"schema-invalid: {problems}") from None

@@ -1,0 +1,156 @@
+"""What every service process does the same way: logging, the Redis client, start-up
+(migrate, provision streams), background workers (consumer, outbox relay) and a graceful
+stop. Each service's bootstrap supplies its own parts."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from contextlib import suppress
+from typing import Any
+
+log = logging.getLogger("rujukan")
+
+
+def configure_logging(service: str, level: str = "INFO") -> None:
+    fmt = f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=level.upper(), format=fmt, stream=sys.stderr, force=True)
+    # Access logs name paths and status codes only; they never include bodies.
+    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+class Workers:
+    """Background loops of a service (stream consumers, outbox relay, mailer)."""
+
+    def __init__(self) -> None:
+        self._items: list[tuple[Any, asyncio.Task[None]]] = []
+
+    def start(self, worker: Any, run: Callable[[], Coroutine[Any, Any, None]] | None = None) -> None:
+        """`worker` has stop(); its run() is started as a task."""
+        task = asyncio.create_task((run or worker.run)(), name=type(worker).__name__)
+        self._items.append((worker, task))
+
+    async def stop(self, timeout: float = 20.0) -> None:
+        """Ask each worker to finish what it holds, then wait; cancel what overstays."""
+        for worker, _ in self._items:
+            worker.stop()
+        tasks = [t for _, t in self._items]
+        if tasks:
+            _done, pending = await asyncio.wait(tasks, timeout=timeout)
+            for t in pending:
+                t.cancel()
+                with suppress(asyncio.CancelledError, Exception):
+                    await t
+        self._items.clear()
+
+
+def serve(app: Any, host: str, port: int, log_level: str = "info") -> None:
+    import uvicorn
+
+    # uvicorn turns SIGTERM/SIGINT into a lifespan shutdown, where workers stop gracefully.
+    uvicorn.run(app, host=host, port=port, log_level=log_level.lower(), access_log=False,
+                timeout_graceful_shutdown=20)
+
+
+class Runtime:
+    """A service process's shared parts: database, Redis, background workers."""
+
+    def __init__(self, settings: Any, migrations_dir: Any) -> None:
+        from shared.db import make_engine, sessions
+        from shared.streams import connect
+
+        self.settings = settings
+        self.migrations_dir = migrations_dir
+        self.engine = make_engine(settings.database_url)
+        self.sessions = sessions(self.engine)
+        self.redis = connect(settings.redis_url)
+        self.workers = Workers()
+        self.consumers: list[Any] = []
+
+    async def start(self) -> None:
+        """Migrate the database and provision every stream and group at id 0, before any
+        consumer or publisher runs. Waits for Redis and the database to be reachable."""
+        from shared.db import upgrade
+        from shared.streams import provision
+
+        await _until_ready("database", lambda: upgrade(self.settings.database_url, self.migrations_dir))
+        await _until_ready("redis", lambda: provision(self.redis))
+
+    def consume(self, group: str, handler: Any) -> Any:
+        from shared.streams import TOPOLOGY, StreamConsumer
+
+        s = self.settings
+        consumer = StreamConsumer(
+            self.redis, group=group, consumer=f"{group}-{s.consumer_name}", streams=TOPOLOGY[group],
+            handler=handler, batch=s.stream_batch, block_ms=s.stream_block_ms,
+            reclaim_idle_ms=s.reclaim_idle_ms, max_deliveries=s.max_deliveries,
+        )
+        self.consumers.append(consumer)
+        self.workers.start(consumer)
+        return consumer
+
+    async def close(self) -> None:
+        await self.workers.stop()
+        await self.redis.aclose()
+        await self.engine.dispose()
+
+    async def health(self) -> dict[str, Any]:
+        from sqlalchemy import text
+
+        checks: dict[str, str] = {}
+        try:
+            await asyncio.wait_for(self.redis.ping(), 2)
+            checks["redis"] = "ok"
+        except Exception as e:
+            checks["redis"] = f"error: {type(e).__name__}"
+        try:
+            async with self.engine.connect() as conn:
+                await asyncio.wait_for(conn.execute(text("SELECT 1")), 2)
+            checks["database"] = "ok"
+        except Exception as e:
+            checks["database"] = f"error: {type(e).__name__}"
+        ok = all(v == "ok" for v in checks.values())
+        return {
+            "status": "ok" if ok else "degraded",
+            "service": self.settings.service_name,
+            "checks": checks,
+            "consumers": [
+                {"group": c.group, "consumer": c.consumer, "handled": c.stats.handled,
+                 "dead_lettered": c.stats.dead_lettered, "reclaimed": c.stats.reclaimed,
+                 "errors": c.stats.errors}
+                for c in self.consumers
+            ],
+        }
+
+
+async def _until_ready(what: str, action: Callable[[], Awaitable[Any]], timeout: float = 60.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    delay = 0.2
+    while True:
+        try:
+            await action()
+            return
+        except Exception as e:
+            if loop.time() > deadline:
+                raise
+            log.warning("waiting for %s: %s: %s", what, type(e).__name__, e)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 3.0)
+
+
+def health_router() -> Any:
+    from fastapi import APIRouter, Request
+    from fastapi.responses import JSONResponse
+
+    router = APIRouter()
+
+    @router.get("/health", tags=["health"])
+    async def health(request: Request) -> JSONResponse:
+        report = await request.app.state.runtime.health()
+        return JSONResponse(report, status_code=200 if report["status"] == "ok" else 503)
+
+    return router
