@@ -88,8 +88,9 @@ def _local_key(var: Path) -> str:
 
 
 class Stack:
-    def __init__(self, var: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, var: Path, env: dict[str, str] | None = None, log_dir: Path | None = None) -> None:
         self.var = var.resolve()
+        self.log_dir = log_dir
         self.env = dict(os.environ if env is None else env)
         self.env.setdefault("DEMO_API_KEY", DEFAULT_DEMO_API_KEY)
         self.env.setdefault("ADMIN_API_KEY", DEFAULT_ADMIN_API_KEY)
@@ -97,6 +98,10 @@ class Stack:
         self.mail: MailCatcher | None = None
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.specs = load_compose(env=self.env)
+        # RUJUKAN_<SERVICE>_PORT moves a service off its compose port (tests, a busy machine).
+        for name, spec in self.specs.items():
+            if port := self.env.get(f"RUJUKAN_{name.upper()}_PORT"):
+                spec.environment["PORT"] = port
         self._stopping = threading.Event()
 
     def start(self) -> None:
@@ -121,7 +126,14 @@ class Stack:
         spec = self.specs[name]
         env = {**self.env, **local_environment(spec, self.var, self.redis_url, self.smtp_url, self.env)}
         cmd = [sys.executable if c == "python" else c for c in spec.command]
-        self.procs[name] = subprocess.Popen(cmd, env=env, cwd=ROOT, start_new_session=True)
+        out: Any = None
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            out = (self.log_dir / f"{name}.log").open("ab")
+        self.procs[name] = subprocess.Popen(cmd, env=env, cwd=ROOT, start_new_session=True,
+                                            stdout=out, stderr=subprocess.STDOUT if out else None)
+        if out is not None:
+            out.close()  # the child holds its own descriptor
 
     def port(self, name: str) -> int:
         return int(self.specs[name].environment["PORT"])
