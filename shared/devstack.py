@@ -66,10 +66,11 @@ def local_environment(spec: AppSpec, var: Path, redis_url: str, smtp_url: str,
     out.update({
         "HOST": "127.0.0.1",
         "REDIS_URL": redis_url,
-        "SMTP_URL": smtp_url,
         "DATABASE_URL": env.get(f"{spec.name.upper()}_DATABASE_URL")
         or f"sqlite+aiosqlite:///{var / f'{spec.name}.db'}",
     })
+    if "SMTP_URL" in out:
+        out["SMTP_URL"] = smtp_url
     if "ENCRYPTION_KEYS" in out:
         out["ENCRYPTION_KEYS"] = env.get("ENCRYPTION_KEYS") or _local_key(var)
     return out
