@@ -11,6 +11,9 @@ from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import suppress
 from typing import Any
 
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
 log = logging.getLogger("rujukan")
 
 
@@ -142,10 +145,7 @@ async def _until_ready(what: str, action: Callable[[], Awaitable[Any]], timeout:
             delay = min(delay * 2, 3.0)
 
 
-def health_router() -> Any:
-    from fastapi import APIRouter, Request
-    from fastapi.responses import JSONResponse
-
+def health_router() -> APIRouter:
     router = APIRouter()
 
     @router.get("/health", tags=["health"])
