@@ -114,7 +114,8 @@ async def test_credentials_and_validation(database_url: str, redis_url: str, red
         assert "client.age" in detail and "120" in detail["client.age"]
         assert "unknown PMKS category" in detail["pmks_category"]
         assert "Siti" not in r.text  # the input is not echoed back
-        r = await client.post("/v1/referrals", content=b"{not json", headers={**AUTH, "content-type": "application/json"})
+        json_headers = {**AUTH, "content-type": "application/json"}
+        r = await client.post("/v1/referrals", content=b"{not json", headers=json_headers)
         assert r.status_code == 422
         health = await client.get("/health")
         assert health.json().get("checks") == {"redis": "ok", "database": "ok"}, health.text
