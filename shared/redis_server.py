@@ -10,10 +10,10 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import sys
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from types import TracebackType

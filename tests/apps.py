@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
+
 from intake.adapters.crypto import FieldCipher
 
 TEST_KEYS = FieldCipher.generate("test1")

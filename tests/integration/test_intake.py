@@ -7,14 +7,14 @@ import json
 from typing import Any
 
 import pytest
+from sqlalchemy import text
+
 from intake.adapters.crypto import FieldCipher
 from intake.adapters.orm import Outbox
 from intake.bootstrap import create_app
 from intake.domain.model import ReferralRequest
 from intake.service_layer.services import Intake
 from intake.settings import Settings
-from sqlalchemy import text
-
 from shared.db import make_engine, sessions, upgrade
 from shared.events import Envelope, NotificationSent, Recipient, ReferralMatched
 from shared.outbox import OutboxRelay

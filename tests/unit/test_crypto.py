@@ -6,6 +6,7 @@ import base64
 
 import pytest
 from cryptography.exceptions import InvalidTag
+
 from intake.adapters.crypto import FieldCipher, KeyringError
 
 

@@ -10,9 +10,9 @@ from shared.events import (
     EVENT_TYPES,
     BadEvent,
     Envelope,
+    Recipient,
     ReferralMatched,
     ReferralSubmitted,
-    Recipient,
     parse_entry,
 )
 from shared.streams import DECISIONS, DECISIONS_URGENT, SUBMITTED, SUBMITTED_URGENT, stream_for

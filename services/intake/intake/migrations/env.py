@@ -1,5 +1,4 @@
 from intake.adapters.orm import Base
-
 from shared.db import run_alembic_env
 
 run_alembic_env(Base.metadata)
