@@ -90,6 +90,8 @@ class ReferralMatched(EventData):
     reasons_en: list[str]
     recipients: list[Recipient]
     candidates: list[Candidate] = []
+    # Carried so that every hop keeps a flagged case in the urgent lane (see streams.stream_for).
+    risk_flags: list[RiskFlag] = []
 
 
 class ReferralUnmatched(EventData):
@@ -102,10 +104,82 @@ class ReferralUnmatched(EventData):
     reasons_id: list[str]
     reasons_en: list[str]
     candidates: list[Candidate] = []
+    risk_flags: list[RiskFlag] = []
 
 
 class ReferralWaitlisted(ReferralUnmatched):
     TYPE: ClassVar[str] = "referral.waitlisted.v1"
+
+
+ResponseKind = Literal["accepted", "declined", "in_progress", "completed"]
+
+
+class ReferralResponse(EventData):
+    """A receiver's response to a proposal, as given in notify's inbox (notify -> matching).
+
+    Matching decides whether it takes effect (the seat is its to confirm or release) and
+    publishes the result as `referral.status_changed` or `referral.response_refused`.
+    Reasons and outcomes travel as codes (shared.vocab); a receiver's free-text note stays
+    in notify's database, since free text may name the person.
+    """
+
+    TYPE: ClassVar[str] = "referral.response.v1"
+    referral_id: str
+    decision_id: str
+    service_id: str
+    response: ResponseKind
+    reason_code: Code | None = None  # a DeclineReason, for "declined"
+    outcome_code: Code | None = None  # an Outcome, for "completed"
+    responder_contact_id: str
+    responded_at: datetime
+    urgency: Urgency
+    risk_flags: list[RiskFlag] = []
+
+
+class ReferralCancelled(EventData):
+    """The referring agency cancelled an open referral (intake -> matching, notify)."""
+
+    TYPE: ClassVar[str] = "referral.cancelled.v1"
+    referral_id: str
+    agency_id: str
+    reason_code: Code  # a CancelReason
+    urgency: Urgency
+    risk_flags: list[RiskFlag] = []
+
+
+class ReferralStatusChanged(EventData):
+    """A step of the closed loop that matching applied (matching -> intake, notify): the
+    receiver accepted, declined, started or completed, or the seat's hold expired. A
+    decline or an expiry is followed, in the same transaction, by the next decision."""
+
+    TYPE: ClassVar[str] = "referral.status_changed.v1"
+    referral_id: str
+    decision_id: str
+    service_id: str
+    service_name: str = ""
+    organization_name: str = ""
+    status: Literal["accepted", "declined", "in_progress", "completed", "hold_expired"]
+    reason_code: Code | None = None
+    outcome_code: Code | None = None
+    actor: str  # "receiver:<contact id>" or "matching"
+    at: datetime
+    urgency: Urgency
+    risk_flags: list[RiskFlag] = []
+
+
+class ReferralResponseRefused(EventData):
+    """A response matching could not apply (it came after the hold expired, after the
+    agency cancelled, or for a proposal no longer current): the receiver is told."""
+
+    TYPE: ClassVar[str] = "referral.response_refused.v1"
+    referral_id: str
+    decision_id: str
+    service_id: str
+    response: ResponseKind
+    responder_contact_id: str
+    reason_code: Literal["hold_expired", "cancelled", "not_current", "invalid_transition"]
+    urgency: Urgency
+    risk_flags: list[RiskFlag] = []
 
 
 class NotificationSent(EventData):
@@ -115,6 +189,8 @@ class NotificationSent(EventData):
     decision_id: str
     channel: Literal["email", "webhook"] = "email"
     recipient_contact_id: str
+    # What was sent: the proposal, or a notice that it was closed (expired, cancelled, ...).
+    kind: str = "proposal"
 
 
 class NotificationFailed(NotificationSent):
@@ -126,6 +202,7 @@ EVENT_TYPES: dict[str, type[EventData]] = {
     cls.TYPE: cls
     for cls in (
         ReferralSubmitted, ReferralMatched, ReferralUnmatched, ReferralWaitlisted,
+        ReferralResponse, ReferralCancelled, ReferralStatusChanged, ReferralResponseRefused,
         NotificationSent, NotificationFailed,
     )
 }

@@ -38,13 +38,25 @@ SUBMITTED_URGENT = f"{PREFIX}:referral.submitted:urgent"
 SUBMITTED = f"{PREFIX}:referral.submitted"
 DECISIONS_URGENT = f"{PREFIX}:referral.decisions:urgent"
 DECISIONS = f"{PREFIX}:referral.decisions"
+RESPONSES_URGENT = f"{PREFIX}:referral.responses:urgent"
+RESPONSES = f"{PREFIX}:referral.responses"
+CANCELLATIONS_URGENT = f"{PREFIX}:referral.cancellations:urgent"
+CANCELLATIONS = f"{PREFIX}:referral.cancellations"
 NOTIFICATIONS = f"{PREFIX}:notification.events"
 
-# Consumer group (one per service) -> the streams it reads, most urgent first.
+# Consumer group (one per service) -> the streams it reads, every urgent lane first.
 TOPOLOGY: dict[str, list[str]] = {
-    "matching": [SUBMITTED_URGENT, SUBMITTED],
-    "notify": [DECISIONS_URGENT, DECISIONS],
+    "matching": [SUBMITTED_URGENT, RESPONSES_URGENT, CANCELLATIONS_URGENT, SUBMITTED, RESPONSES, CANCELLATIONS],
+    "notify": [DECISIONS_URGENT, CANCELLATIONS_URGENT, DECISIONS, CANCELLATIONS],
     "intake": [DECISIONS_URGENT, DECISIONS, NOTIFICATIONS],
+}
+
+# Event family (the type's first two parts) -> (urgent lane, routine lane). Every other
+# `referral.*` event is matching's (decisions and the closed-loop steps it applied).
+LANES: dict[str, tuple[str, str]] = {
+    "referral.submitted": (SUBMITTED_URGENT, SUBMITTED),
+    "referral.response": (RESPONSES_URGENT, RESPONSES),
+    "referral.cancelled": (CANCELLATIONS_URGENT, CANCELLATIONS),
 }
 
 
@@ -57,10 +69,9 @@ def stream_for(envelope: Envelope) -> str:
     family = envelope.type.split(".")
     data = envelope.data
     urgent = is_urgent(str(data.get("urgency", "routine")), list(data.get("risk_flags", [])))
-    if family[0] == "referral" and family[1] == "submitted":
-        return SUBMITTED_URGENT if urgent else SUBMITTED
     if family[0] == "referral":
-        return DECISIONS_URGENT if urgent else DECISIONS
+        lanes = LANES.get(".".join(family[:2]), (DECISIONS_URGENT, DECISIONS))
+        return lanes[0] if urgent else lanes[1]
     if family[0] == "notification":
         return NOTIFICATIONS
     raise ValueError(f"no stream for event type {envelope.type}")

@@ -72,6 +72,66 @@ OPEN_STATUSES = frozenset(
 )
 
 
+class DeclineReason(StrEnum):
+    """Why a receiver declines a proposal (a code travels on streams; free text never does)."""
+
+    no_capacity = "no_capacity"
+    outside_mandate = "outside_mandate"
+    not_suitable = "not_suitable"
+    conflict_of_interest = "conflict_of_interest"
+    safety_concern = "safety_concern"
+    other = "other"
+
+
+class Outcome(StrEnum):
+    """How a referral ended at the receiver (FHIR SDOH Task output, in a few plain codes)."""
+
+    goals_met = "goals_met"
+    partially_met = "partially_met"
+    referred_onward = "referred_onward"
+    client_withdrew = "client_withdrew"
+    unable_to_contact = "unable_to_contact"
+    other = "other"
+
+
+class CancelReason(StrEnum):
+    """Why the referring agency cancels an open referral."""
+
+    client_withdrew = "client_withdrew"
+    needs_met_elsewhere = "needs_met_elsewhere"
+    client_unreachable = "client_unreachable"
+    duplicate = "duplicate"
+    entered_in_error = "entered_in_error"
+    other = "other"
+
+
+# What a social worker reads for each code: (Bahasa Indonesia, English).
+REASON_LABELS: dict[str, tuple[str, str]] = {
+    "no_capacity": ("kapasitas layanan penuh", "no capacity"),
+    "outside_mandate": ("di luar kewenangan layanan", "outside the service's mandate"),
+    "not_suitable": ("layanan tidak sesuai kebutuhan klien", "the service does not fit the person's needs"),
+    "conflict_of_interest": ("konflik kepentingan", "conflict of interest"),
+    "safety_concern": ("masalah keamanan", "safety concern"),
+    "goals_met": ("tujuan layanan tercapai", "goals met"),
+    "partially_met": ("tujuan tercapai sebagian", "goals partially met"),
+    "referred_onward": ("dirujuk lanjut ke layanan lain", "referred onward"),
+    "client_withdrew": ("klien mengundurkan diri", "the person withdrew"),
+    "unable_to_contact": ("klien tidak dapat dihubungi", "the person could not be contacted"),
+    "needs_met_elsewhere": ("kebutuhan sudah terpenuhi di tempat lain", "needs met elsewhere"),
+    "client_unreachable": ("klien tidak dapat dihubungi", "the person could not be reached"),
+    "duplicate": ("rujukan ganda", "duplicate referral"),
+    "entered_in_error": ("salah input", "entered in error"),
+    "other": ("alasan lain", "other reason"),
+}
+
+
+def reason_label(code: str | None) -> tuple[str, str]:
+    """(Bahasa Indonesia, English) of a reason or outcome code; an unknown code as itself."""
+    if not code:
+        return "", ""
+    return REASON_LABELS.get(code, (code, code))
+
+
 def is_urgent(urgency: str, risk_flags: list[str] | list[RiskFlag]) -> bool:
     """Crisis or any risk flag: a crisis-capable professional, at once, ahead of routine work."""
     return urgency == Urgency.crisis or bool(risk_flags)
