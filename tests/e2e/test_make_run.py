@@ -1,0 +1,67 @@
+"""`make run`'s runner as a user starts it: everything comes up, and Ctrl-C stops
+everything (services, its redis-server, the mail catcher) cleanly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from shared.devstack import ROOT
+from shared.redis_server import free_port
+from tests.apps import DEMO_KEY
+
+pytestmark = pytest.mark.e2e
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_runner_starts_the_stack_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
+    ports = {name: free_port() for name in ("intake", "matching", "notify", "redis", "smtp")}
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "SMTP_URL", "DATABASE_URL")}
+    env.update({
+        "RUJUKAN_VAR": str(tmp_path / "var"), "DEMO_API_KEY": DEMO_KEY,
+        "RUJUKAN_REDIS_PORT": str(ports["redis"]), "RUJUKAN_SMTP_PORT": str(ports["smtp"]),
+        **{f"RUJUKAN_{n.upper()}_PORT": str(ports[n]) for n in ("intake", "matching", "notify")},
+    })
+    log = (tmp_path / "runner.log").open("wb")
+    proc = subprocess.Popen([sys.executable, "-m", "shared.devstack"], cwd=ROOT, env=env, stdout=log,
+                            stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 90
+        while "Rujukan is running" not in (tmp_path / "runner.log").read_text(errors="replace"):
+            assert proc.poll() is None, (tmp_path / "runner.log").read_text()
+            assert time.monotonic() < deadline, "the stack did not come up"
+            time.sleep(0.2)
+        for name in ("intake", "matching", "notify"):
+            assert httpx.get(f"http://127.0.0.1:{ports[name]}/health").json()["status"] == "ok"
+        assert (tmp_path / "var" / "redis").is_dir()
+        assert (tmp_path / "var" / "intake.db").exists()
+        r = httpx.get(f"http://127.0.0.1:{ports['intake']}/v1/referrals",
+                      headers={"Authorization": f"Bearer {DEMO_KEY}"})
+        assert r.status_code == 200
+
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+    out = (tmp_path / "runner.log").read_text(errors="replace")
+    assert "[stack] stopped." in out
+    deadline = time.monotonic() + 10
+    while any(listening(p) for p in ports.values()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [n for n, p in ports.items() if listening(p)], "something is still listening"
+    assert "Traceback" not in out, out[-3000:]
