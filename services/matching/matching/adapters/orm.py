@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, false, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from shared.db import OutboxMixin, ProcessedEventMixin, UTCDateTime, new_metadata
@@ -66,15 +66,27 @@ class ServiceArea(Base):
 
 
 class ReferralCase(Base):
-    """What matching knows of a referral (no personal data), for re-matching later."""
+    """What matching knows of a referral (no personal data), for re-matching later.
+
+    Every change to a case happens with its row locked (see service_layer.cases), so that
+    a response, an expiry and a cancellation of one referral never interleave.
+    """
 
     __tablename__ = "referral_case"
     referral_id: Mapped[str] = mapped_column(String(32), primary_key=True)
     facts: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # proposed, accepted, in_progress, completed, waitlisted, unmatched, cancelled
     state: Mapped[str] = mapped_column(String(20))
     declined_service_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # Services whose hold expired unanswered: not proposed this referral again either.
+    lapsed_service_ids: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
+    current_decision_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    pmks_category: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    urgent: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The waitlist is served urgent first, then oldest first, per category.
+    __table_args__ = (Index("ix_referral_case_waitlist", "state", "pmks_category", "urgent", "created_at"),)
 
 
 class Decision(Base):
@@ -88,19 +100,33 @@ class Decision(Base):
     reasons_id: Mapped[list[str]] = mapped_column(JSON)
     reasons_en: Mapped[list[str]] = mapped_column(JSON)
     candidates: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    # What led to it: submitted, declined, hold_expired, capacity_freed.
+    trigger: Mapped[str] = mapped_column(String(20), default="submitted", server_default="submitted")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class SeatHold(Base):
+    """One seat of a service, held for a referral's proposal, then confirmed (accepted) or
+    released (declined, expired, cancelled, completed). A referral holds at most one seat."""
+
     __tablename__ = "seat_hold"
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     referral_id: Mapped[str] = mapped_column(String(32), index=True)
     service_id: Mapped[str] = mapped_column(ForeignKey("service.id"))
-    decision_id: Mapped[str] = mapped_column(String(32))
+    decision_id: Mapped[str] = mapped_column(String(32), unique=True)
     state: Mapped[str] = mapped_column(String(16))  # held, confirmed, released
+    release_reason: Mapped[str | None] = mapped_column(String(20), nullable=True)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    __table_args__ = (Index("ix_seat_hold_state_expires", "state", "expires_at"),)
+    released_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    __table_args__ = (
+        Index("ix_seat_hold_state_expires", "state", "expires_at"),
+        # The database itself refuses a second live seat for one referral.
+        Index("uq_seat_hold_one_live_per_referral", "referral_id", unique=True,
+              sqlite_where=text("state IN ('held', 'confirmed')"),
+              postgresql_where=text("state IN ('held', 'confirmed')")),
+        Index("ix_seat_hold_service_state", "service_id", "state"),
+    )
 
 
 class Outbox(OutboxMixin, Base):
