@@ -193,10 +193,15 @@ def main(argv: list[str] | None = None) -> int:
     var = Path(os.environ.get("RUJUKAN_VAR", ROOT / "var"))
     stack = Stack(var)
 
-    def _term(*_: Any) -> None:
+    def _stop(*_: Any) -> None:
+        # Only the first signal counts: a second Ctrl-C, or make and uv both forwarding the
+        # signal, must not cut the stop short.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, _term)
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
     try:
         stack.start()
         stack.wait_healthy()
@@ -205,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\n[stack] stopping...", flush=True)
     finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stack.stop()
         print("[stack] stopped.", flush=True)
     return 0
