@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, false, text
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text, false, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from shared.db import OutboxMixin, ProcessedEventMixin, UTCDateTime, new_metadata
@@ -24,9 +24,22 @@ class Organization(Base):
     __tablename__ = "organization"
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     name: Mapped[str] = mapped_column(String(300))
+    alternate_name: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    description: Mapped[str | None] = mapped_column(Text, nullable=True)
+    email: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    website: Mapped[str | None] = mapped_column(String(500), nullable=True)
 
 
 class Service(Base):
+    """An HSDS service, with the facts the matcher reads kept in plain columns.
+
+    `active` is what the matcher filters on: the HSDS `status` is active *and* the record has
+    no flags (a flagged record lacks a fact the matcher needs: it is kept, never matched).
+    `seats_available` is the live count (holds take seats from it); `seats_declared` and
+    `seats_max` are the capacity last declared by the provider. `content_hash` is the hash
+    of the declared record: re-importing the same content changes nothing.
+    """
+
     __tablename__ = "service"
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     organization_id: Mapped[str] = mapped_column(ForeignKey("organization.id"))
@@ -45,10 +58,27 @@ class Service(Base):
     contact_id: Mapped[str] = mapped_column(String(64))
     contact_email: Mapped[str] = mapped_column(String(320))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    status: Mapped[str] = mapped_column(String(32), default="active", server_default="active")
+    flags: Mapped[list[str]] = mapped_column(JSON, default=list, server_default=text("'[]'"))
+    seats_declared: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    content_hash: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    contact_webhook_url: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    alternate_name: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    url: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    email: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    # HSDS fields the directory does not model, kept as imported (fees, eligibility, ...).
+    extra: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
     organization: Mapped[Organization] = relationship(lazy="joined")
     categories: Mapped[list[ServiceCategory]] = relationship(lazy="selectin", cascade="all, delete-orphan")
     areas: Mapped[list[ServiceArea]] = relationship(lazy="selectin", cascade="all, delete-orphan")
+    # The HSDS detail is loaded only where it is shown (never by the matcher's candidates()).
+    contacts: Mapped[list[Contact]] = relationship(lazy="raise", order_by="Contact.position")
+    schedules: Mapped[list[Schedule]] = relationship(lazy="raise", order_by="Schedule.position")
+    capacities: Mapped[list[ServiceCapacity]] = relationship(lazy="raise", order_by="ServiceCapacity.position")
+    attributes: Mapped[list[Attribute]] = relationship(lazy="raise", order_by="Attribute.position")
+    service_at_locations: Mapped[list[ServiceAtLocation]] = relationship(
+        lazy="raise", order_by="ServiceAtLocation.position")
 
 
 class ServiceCategory(Base):
@@ -63,6 +93,113 @@ class ServiceArea(Base):
     service_id: Mapped[str] = mapped_column(ForeignKey("service.id", ondelete="CASCADE"), primary_key=True)
     region_code: Mapped[str] = mapped_column(String(16), primary_key=True)
     __table_args__ = (Index("ix_service_area_code", "region_code", "service_id"),)
+
+
+# HSDS parts of a service. Their ids are HSDS ids, unique only within the service (the
+# official examples reuse one contact id across entities), hence (service_id, id) keys;
+# `position` keeps the order they were given in.
+
+
+class Contact(Base):
+    """Who receives referrals for the service: a facilitator or social worker."""
+
+    __tablename__ = "contact"
+    service_id: Mapped[str] = mapped_column(ForeignKey("service.id", ondelete="CASCADE"), primary_key=True)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    title: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    department: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    email: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    webhook_url: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    phones: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+
+
+class Schedule(Base):
+    __tablename__ = "schedule"
+    service_id: Mapped[str] = mapped_column(ForeignKey("service.id", ondelete="CASCADE"), primary_key=True)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer)
+    freq: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    interval: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    byday: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    opens_at: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    closes_at: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    valid_from: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    valid_to: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    dtstart: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    until: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    wkst: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    description: Mapped[str | None] = mapped_column(Text, nullable=True)
+    attending_type: Mapped[str | None] = mapped_column(Text, nullable=True)
+    notes: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class ServiceCapacity(Base):
+    """HSDS 3.1 service_capacity as declared (the live seat count is on the service)."""
+
+    __tablename__ = "service_capacity"
+    service_id: Mapped[str] = mapped_column(ForeignKey("service.id", ondelete="CASCADE"), primary_key=True)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer)
+    available: Mapped[int] = mapped_column(Integer)
+    maximum: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    unit: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    description: Mapped[str | None] = mapped_column(Text, nullable=True)
+    updated: Mapped[str | None] = mapped_column(String(300), nullable=True)
+
+
+class Location(Base):
+    """A place (physical) or an online room (virtual); shared by the services held there."""
+
+    __tablename__ = "location"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    location_type: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    alternate_name: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    description: Mapped[str | None] = mapped_column(Text, nullable=True)
+    url: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    latitude: Mapped[float | None] = mapped_column(Float, nullable=True)
+    longitude: Mapped[float | None] = mapped_column(Float, nullable=True)
+    addresses: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+
+
+class ServiceAtLocation(Base):
+    __tablename__ = "service_at_location"
+    service_id: Mapped[str] = mapped_column(ForeignKey("service.id", ondelete="CASCADE"), primary_key=True)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer)
+    location_id: Mapped[str] = mapped_column(ForeignKey("location.id"), index=True)
+    description: Mapped[str | None] = mapped_column(Text, nullable=True)
+    location: Mapped[Location] = relationship(lazy="raise")
+
+
+class TaxonomyTerm(Base):
+    """A term of a taxonomy. The project's facts are terms of the taxonomies pmks,
+    support_type, resource_kind and policy whose code is the value."""
+
+    __tablename__ = "taxonomy_term"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    taxonomy: Mapped[str] = mapped_column(String(300))
+    code: Mapped[str] = mapped_column(String(300))
+    name: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    description: Mapped[str | None] = mapped_column(Text, nullable=True)
+    parent_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    term_uri: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    __table_args__ = (Index("ix_taxonomy_term_code", "code", "taxonomy"),)
+
+
+class Attribute(Base):
+    __tablename__ = "attribute"
+    service_id: Mapped[str] = mapped_column(ForeignKey("service.id", ondelete="CASCADE"), primary_key=True)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer)
+    taxonomy_term_id: Mapped[str] = mapped_column(ForeignKey("taxonomy_term.id"))
+    value: Mapped[str | None] = mapped_column(Text, nullable=True)
+    label: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    term: Mapped[TaxonomyTerm] = relationship(lazy="raise")
+    # Search by term: every service with a term (taxonomy_term=... in GET /v1/services).
+    __table_args__ = (Index("ix_attribute_term", "taxonomy_term_id", "service_id"),)
 
 
 class ReferralCase(Base):
