@@ -12,8 +12,9 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from matching.adapters.orm import Outbox
+from matching.domain.hsds import parse_document
 from matching.entrypoints import http
-from matching.service_layer.directory import ServiceRecord, upsert_service
+from matching.service_layer.directory import import_parsed
 from matching.service_layer.services import Matching
 from matching.settings import Settings
 from shared.http import install_error_handlers
@@ -25,13 +26,9 @@ DEMO_DIRECTORY = Path(__file__).parent / "seed" / "demo_directory.json"
 
 
 async def seed_demo(sessions: async_sessionmaker[AsyncSession]) -> int:
-    """Put the demo directory in (idempotent: re-seeding changes nothing)."""
-    records = [ServiceRecord.from_dict(d) for d in json.loads(DEMO_DIRECTORY.read_text())]
-    changed = 0
-    for rec in records:
-        async with sessions() as s, s.begin():
-            changed += await upsert_service(s, rec)
-    return changed
+    """Put the demo directory (HSDS) in through the importer; re-seeding changes nothing."""
+    report = await import_parsed(sessions, parse_document(json.loads(DEMO_DIRECTORY.read_text())))
+    return report.created + report.updated
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import inspect
+import json
+import math
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
-from sqlalchemy import func, select
+from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, Response
+from pydantic import BaseModel, Field, ValidationInfo, field_validator
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from matching.adapters.orm import Service, ServiceArea, ServiceCategory
-from matching.service_layer.directory import view_record
+from matching.domain import hsds
+from matching.service_layer import directory
 from matching.service_layer.services import Matching
+from shared import regions
 from shared.http import BearerToken, unauthorized
 
 
@@ -19,6 +25,13 @@ def get_matching(request: Request) -> Matching:
 
 
 MatchingDep = Annotated[Matching, Depends(get_matching)]
+
+
+def get_sessions(request: Request) -> async_sessionmaker[AsyncSession]:
+    return request.app.state.runtime.sessions
+
+
+SessionsDep = Annotated[async_sessionmaker[AsyncSession], Depends(get_sessions)]
 
 
 def admin(token: BearerToken, request: Request) -> None:
@@ -30,25 +43,214 @@ def admin(token: BearerToken, request: Request) -> None:
 router = APIRouter(prefix="/v1", dependencies=[Depends(admin)])
 
 
+# ------------------------------------------------------------------------------------------
+# Directory
+# ------------------------------------------------------------------------------------------
+
+
+def unprocessable(issues: list[hsds.Issue] | list[tuple[str, str]]) -> HTTPException:
+    detail = [{"field": i.field, "reason": i.reason, "type": "directory"} if isinstance(i, hsds.Issue)
+              else {"field": i[0], "reason": i[1], "type": "directory"} for i in issues]
+    return HTTPException(422, detail=detail)
+
+
+def not_found(service_id: str) -> HTTPException:
+    return HTTPException(404, detail=f"no service '{service_id}'")
+
+
+async def wake_waitlist(request: Request, woke: bool | list[str]) -> None:
+    """More seats or a service matchable anew: waitlisted referrals may fit now."""
+    if not woke:
+        return
+    kick = getattr(request.app.state.matching, "kick_waitlist", None)
+    if kick is not None:
+        result = kick()
+        if inspect.isawaitable(result):
+            await result
+
+
+async def _rendered(sessions: async_sessionmaker[AsyncSession], service_id: str) -> dict[str, Any]:
+    async with sessions() as s:
+        svc = await directory.load(s, service_id)
+        if svc is None:
+            raise not_found(service_id)
+        return directory.render(svc)
+
+
+def _record(body: dict[str, Any], service_id: str | None = None) -> hsds.ServiceRecord:
+    """A service_full body as a record; anything refused is a 422 naming field and reason."""
+    if service_id is not None:
+        if body.get("id") not in (None, service_id):
+            raise unprocessable([("id", f"differs from the service in the path ('{service_id}')")])
+        body = {**body, "id": service_id}
+    parsed = hsds.parse_service(body)
+    refused = [i for i in parsed.issues if i.severity == "reject"]
+    if refused or parsed.record is None:
+        raise unprocessable(refused)
+    return parsed.record
+
+
 @router.get("/services")
 async def list_services(
-    matching: MatchingDep,
-    taxonomy_term: Annotated[str | None, Query(description="a pmks code")] = None,
-    region: Annotated[str | None, Query(description="services whose area is this region code")] = None,
+    sessions: SessionsDep,
+    taxonomy_term: Annotated[str | None, Query(
+        description="a term code (e.g. korban_tindak_kekerasan) or taxonomy:code (e.g. policy:crisis_capable)",
+        max_length=300)] = None,
+    taxonomy_term_id: Annotated[str | None, Query(max_length=64)] = None,
+    region: Annotated[str | None, Query(
+        description="Kemendagri code: services whose area covers it or lies within it")] = None,
+    organization_id: Annotated[str | None, Query(max_length=64)] = None,
+    search: Annotated[str | None, Query(description="part of the service's name", max_length=200)] = None,
+    matchable: Annotated[bool | None, Query(description="false: the flagged or inactive ones")] = None,
     page: Annotated[int, Query(ge=1)] = 1,
     per_page: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> dict[str, Any]:
-    q = select(Service)
-    if taxonomy_term:
-        q = q.where(Service.id.in_(select(ServiceCategory.service_id)
-                                   .where(ServiceCategory.pmks_code == taxonomy_term)))
-    if region:
-        q = q.where(Service.id.in_(select(ServiceArea.service_id).where(ServiceArea.region_code == region)))
-    async with matching.sessions() as s:
-        total = await s.scalar(select(func.count()).select_from(q.subquery()))
-        rows = (await s.scalars(q.order_by(Service.id).limit(per_page).offset((page - 1) * per_page))).all()
-        items = [view_record(r).__dict__ for r in rows]
-    return {"total_items": total, "page": page, "per_page": per_page, "contents": items}
+    """HSDS-style search, paginated in the HSDS 3 API page shape."""
+    if region is not None:
+        try:
+            regions.validate(region)
+        except ValueError as e:
+            raise HTTPException(422, detail=[{"field": "region", "reason": str(e), "type": "value_error"}]) from e
+    async with sessions() as s:
+        found = await directory.search(
+            s, taxonomy_term=taxonomy_term, taxonomy_term_id=taxonomy_term_id, region=region,
+            organization_id=organization_id, text=search, matchable=matchable, page=page, per_page=per_page)
+        contents = [directory.render(x) for x in found.items]
+    total_pages = math.ceil(found.total / per_page)
+    return {
+        "total_items": found.total, "total_pages": total_pages, "page_number": page, "size": len(contents),
+        "first_page": page == 1, "last_page": page >= total_pages, "empty": not contents, "contents": contents,
+    }
+
+
+@router.post("/services", status_code=201)
+async def create_service(
+    body: Annotated[dict[str, Any], Body(description="an HSDS service_full")],
+    request: Request, response: Response, sessions: SessionsDep,
+) -> dict[str, Any]:
+    rec = _record(body)
+    try:
+        async with sessions() as s, s.begin():
+            written = await directory.create(s, rec)
+    except directory.AlreadyExists as e:
+        raise HTTPException(409, detail=f"service '{rec.id}' exists: PUT /v1/services/{rec.id} to change it") from e
+    await wake_waitlist(request, written.woke)
+    response.headers["Location"] = f"/v1/services/{rec.id}"
+    return await _rendered(sessions, rec.id)
+
+
+@router.get("/services/{service_id}")
+async def get_service(service_id: str, sessions: SessionsDep) -> dict[str, Any]:
+    return await _rendered(sessions, service_id)
+
+
+@router.put("/services/{service_id}")
+async def replace_service(
+    service_id: str, body: Annotated[dict[str, Any], Body(description="an HSDS service_full")],
+    request: Request, sessions: SessionsDep,
+) -> dict[str, Any]:
+    rec = _record(body, service_id)
+    try:
+        async with sessions() as s, s.begin():
+            written = await directory.replace_record(s, rec)
+    except directory.NotFound as e:
+        raise not_found(service_id) from e
+    await wake_waitlist(request, written.woke)
+    return await _rendered(sessions, service_id)
+
+
+async def _status(request: Request, sessions: async_sessionmaker[AsyncSession], service_id: str,
+                  status: str) -> dict[str, Any]:
+    try:
+        async with sessions() as s, s.begin():
+            written = await directory.set_status(s, service_id, status)
+    except directory.NotFound as e:
+        raise not_found(service_id) from e
+    await wake_waitlist(request, written.woke)
+    return await _rendered(sessions, service_id)
+
+
+@router.post("/services/{service_id}/deactivate")
+async def deactivate_service(service_id: str, request: Request, sessions: SessionsDep) -> dict[str, Any]:
+    """No new referral is matched to it (seats already held stay with their referrals)."""
+    return await _status(request, sessions, service_id, "inactive")
+
+
+@router.post("/services/{service_id}/activate")
+async def activate_service(service_id: str, request: Request, sessions: SessionsDep) -> dict[str, Any]:
+    """Active again; matchable when it has no flags (`rujukan.flags` says what is missing)."""
+    return await _status(request, sessions, service_id, "active")
+
+
+class CapacityIn(BaseModel):
+    """The seat capacity as the provider declares it (HSDS 3.1 service_capacity)."""
+
+    maximum: int = Field(ge=0, le=100_000, description="seats in all")
+    available: int = Field(ge=0, le=100_000, description="seats free now, for referrals")
+
+    @field_validator("available")
+    @classmethod
+    def _not_above_maximum(cls, v: int, info: ValidationInfo) -> int:
+        maximum = info.data.get("maximum")
+        if maximum is not None and v > maximum:
+            raise ValueError(f"greater than maximum ({v} > {maximum})")
+        return v
+
+
+@router.put("/services/{service_id}/capacity")
+async def update_capacity(service_id: str, body: CapacityIn, request: Request,
+                          sessions: SessionsDep) -> dict[str, Any]:
+    """Live seats become `available` less the seats held now for referrals."""
+    try:
+        async with sessions() as s, s.begin():
+            written = await directory.set_capacity(s, service_id, body.available, body.maximum)
+    except directory.NotFound as e:
+        raise not_found(service_id) from e
+    await wake_waitlist(request, written.woke)
+    return await _rendered(sessions, service_id)
+
+
+@router.post("/directory/import")
+async def import_directory(request: Request, sessions: SessionsDep) -> dict[str, Any]:
+    """HSDS JSON (`application/json`: one service_full or organization_full, or a list of
+    them) or the project's CSV (`text/csv`, see docs/directory-csv.md). Reports per record
+    what was created, updated, unchanged, flagged or rejected, and why."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    raw = await request.body()
+    if kind in ("application/json", "application/hsds+json") or kind.endswith("+json"):
+        try:
+            doc = await asyncio.to_thread(json.loads, raw)
+        except ValueError as e:
+            raise unprocessable([("(body)", f"not valid JSON: {e}")]) from e
+        items = hsds.parse_document(doc)
+    elif kind in ("text/csv", "application/csv"):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise unprocessable([("(body)", f"not UTF-8 text (save the CSV as UTF-8): {e.reason} at byte "
+                                            f"{e.start}")]) from e
+        try:
+            items = hsds.parse_csv(text)
+            first = next(items, None)  # a bad header fails here, before anything is written
+        except hsds.CsvHeaderError as e:
+            raise unprocessable([("header", str(e))]) from e
+        items = _chain(first, items)
+    else:
+        raise HTTPException(415, detail="send application/json (HSDS) or text/csv (the project's CSV)")
+    report = await directory.import_parsed(sessions, items)
+    await wake_waitlist(request, report.woke)
+    return report.as_dict()
+
+
+def _chain(first: hsds.Parsed | None, rest: Any) -> Any:
+    if first is not None:
+        yield first
+    yield from rest
+
+
+# ------------------------------------------------------------------------------------------
+# Decisions
+# ------------------------------------------------------------------------------------------
 
 
 @router.get("/decisions")

@@ -1,87 +1,478 @@
-"""The directory: putting services in, and finding the candidates for a referral."""
+"""The directory: putting services in (one at a time from the admin API, in batches from an
+import), reading them back in HSDS form, and finding the candidates for a referral.
+
+Every write goes through `write_records`, in batches: one query per table and batch, not
+per service, so that a directory of ten thousand services imports in seconds.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+import asyncio
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from itertools import islice
+from typing import Any, Literal
 
-from sqlalchemy import or_, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import case, delete, func, insert, or_, select, update
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import selectinload
+from sqlalchemy.sql.base import ExecutableOption
 
-from matching.adapters.orm import Organization, Service, ServiceArea, ServiceCategory
+from matching.adapters.orm import (
+    Attribute,
+    Contact,
+    Location,
+    Organization,
+    Schedule,
+    SeatHold,
+    Service,
+    ServiceArea,
+    ServiceAtLocation,
+    ServiceCapacity,
+    ServiceCategory,
+    TaxonomyTerm,
+)
+from matching.domain import hsds
 from matching.domain.decision import ServiceView
+from matching.domain.hsds import (
+    PROJECT_TAXONOMIES,
+    Capacity,
+    Issue,
+    OrganizationInfo,
+    Parsed,
+    ServiceRecord,
+    flag_reasons,
+)
 from shared import regions
 from shared.events import utcnow
 
+__all__ = ["ServiceRecord", "candidates", "to_view", "upsert_service", "write_records"]
 
-@dataclass(frozen=True)
-class ServiceRecord:
-    """A service as the directory keeps it, whatever it was imported from."""
+log = logging.getLogger("rujukan.matching.directory")
 
+# Holds that occupy a seat (as in service_layer.seats): when a provider declares a new
+# capacity, the live count is what they declare free less these.
+LIVE_HOLD_STATES = ("held", "confirmed")
+BATCH = 500
+Outcome = Literal["created", "updated", "unchanged"]
+_CHILDREN = (ServiceCategory, ServiceArea, Contact, Schedule, ServiceCapacity, Attribute, ServiceAtLocation)
+
+
+@dataclass
+class Written:
     id: str
-    organization_id: str
-    organization_name: str
-    name: str
-    resource_kind: str
-    pmks: tuple[str, ...]
-    areas: tuple[str, ...]
-    contact_id: str
-    contact_email: str
-    online: bool = False
-    support_types: tuple[str, ...] = ()
-    languages: tuple[str, ...] = ("id",)
-    policies: tuple[str, ...] = ()
-    minimum_age: int | None = None
-    maximum_age: int | None = None
-    seats_available: int = 0
-    seats_max: int = 0
-    description: str = ""
-    active: bool = True
+    outcome: Outcome
+    flags: list[str]
+    # More seats than before, or matchable now and not before: waitlisted referrals may fit.
+    woke: bool = False
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ServiceRecord:
-        tuples = {"pmks", "areas", "support_types", "languages", "policies"}
-        return cls(**{k: tuple(v) if k in tuples else v for k, v in d.items()})  # type: ignore[arg-type]
+
+# ------------------------------------------------------------------------------------------
+# Writing
+# ------------------------------------------------------------------------------------------
+
+
+def _org_row(o: OrganizationInfo) -> dict[str, Any]:
+    return asdict(o)
+
+
+def _location_row(loc: hsds.Location) -> dict[str, Any]:
+    d = asdict(loc)
+    d["addresses"] = [{k: v for k, v in a.items() if v is not None} for a in d["addresses"]]
+    return d
+
+
+def _term_row(t: hsds.Term) -> dict[str, Any]:
+    return asdict(t)
+
+
+def _service_row(r: ServiceRecord, content_hash: str) -> dict[str, Any]:
+    flags = flag_reasons(r)
+    receiver = hsds.receiving_contact(r.contacts)
+    return {
+        "id": r.id, "organization_id": r.organization_id, "name": r.name, "description": r.description,
+        "resource_kind": r.resource_kind, "status": r.status, "active": r.active and not flags,
+        "online": r.online, "support_types": list(r.support_types), "languages": list(r.languages),
+        "policies": list(r.policies), "minimum_age": r.minimum_age, "maximum_age": r.maximum_age,
+        "seats_max": r.seats_max, "seats_declared": r.seats_available, "contact_id": r.contact_id,
+        "contact_email": r.contact_email, "contact_webhook_url": receiver.webhook_url if receiver else None,
+        "flags": flags, "content_hash": content_hash, "alternate_name": r.alternate_name, "url": r.url,
+        "email": r.email, "extra": r.extra or None, "updated_at": utcnow(),
+    }
+
+
+def _child_rows(r: ServiceRecord) -> dict[type[Any], list[dict[str, Any]]]:
+    sid = r.id
+    return {
+        ServiceCategory: [{"service_id": sid, "pmks_code": c} for c in r.pmks],
+        ServiceArea: [{"service_id": sid, "region_code": a} for a in r.areas],
+        Contact: [{"service_id": sid, "position": i, **{k: v for k, v in asdict(c).items() if k != "phones"},
+                   "phones": [{k: v for k, v in asdict(p).items() if v is not None} for p in c.phones]}
+                  for i, c in enumerate(r.contacts)],
+        Schedule: [{"service_id": sid, "position": i, **asdict(x)} for i, x in enumerate(r.schedules)],
+        ServiceCapacity: [{"service_id": sid, "position": i, "id": c.id, "available": c.available,
+                           "maximum": c.maximum, "unit": asdict(c.unit) if c.unit else None,
+                           "description": c.description, "updated": c.updated}
+                          for i, c in enumerate(r.capacities)],
+        Attribute: [{"service_id": sid, "position": i, "id": a.id, "taxonomy_term_id": a.term.id, "value": a.value,
+                     "label": a.label} for i, a in enumerate(r.attributes())],
+        ServiceAtLocation: [{"service_id": sid, "position": i, "id": x.id, "location_id": x.location.id,
+                             "description": x.description} for i, x in enumerate(r.locations)],
+    }
+
+
+async def _take_write_lock(s: AsyncSession) -> None:
+    """SQLite has one writer: write first, so that what this transaction reads next stays
+    current until it commits (a read-then-write transaction would fail if another writer
+    committed in between). PostgreSQL locks the rows instead (FOR UPDATE below)."""
+    if s.get_bind().dialect.name == "sqlite":
+        await s.execute(update(Service).where(Service.id == "").values(seats_max=Service.seats_max)
+                        .execution_options(synchronize_session=False))
+
+
+async def _upsert(s: AsyncSession, model: type[Any], rows: dict[str, dict[str, Any]]) -> None:
+    """Insert the rows not there yet, update those that differ: two or three statements."""
+    if not rows:
+        return
+    cols = list(next(iter(rows.values())))
+    existing = {}
+    ids = list(rows)
+    for i in range(0, len(ids), BATCH):
+        for row in (await s.execute(select(*[getattr(model, c) for c in cols])
+                                    .where(model.id.in_(ids[i:i + BATCH])))).mappings():
+            existing[row["id"]] = dict(row)
+    fresh = [r for k, r in rows.items() if k not in existing]
+    stale = [r for k, r in rows.items() if k in existing and existing[k] != r]
+    if fresh:
+        await s.execute(insert(model), fresh)
+    if stale:
+        await s.execute(update(model), stale)
+
+
+async def write_records(s: AsyncSession, records: Sequence[ServiceRecord]) -> list[Written]:
+    """Create or update services (ids unique in `records`), inside the caller's transaction.
+
+    A record whose declared content is unchanged is not touched (its live seat count, which
+    the matcher moves, is left alone). When the declared capacity changes, the live count
+    becomes what is declared free less the seats held now, computed under the row lock so
+    that a concurrent matcher can never make it overbook.
+    """
+    if not records:
+        return []
+    await _take_write_lock(s)
+    hashes = {r.id: r.content_hash() for r in records}
+    before = {row.id: row for row in (await s.execute(
+        select(Service.id, Service.content_hash, Service.active, Service.seats_available, Service.seats_declared,
+               Service.seats_max)
+        .where(Service.id.in_(list(hashes))).order_by(Service.id).with_for_update()
+    )).all()}
+    new = [r for r in records if r.id not in before]
+    changed = [r for r in records if r.id in before and before[r.id].content_hash != hashes[r.id]]
+    todo = new + changed
+
+    await _upsert(s, Organization, {r.organization_id: _org_row(r.organization or OrganizationInfo(
+        r.organization_id, r.organization_name)) for r in todo})
+    await _upsert(s, Location, {x.location.id: _location_row(x.location) for r in todo for x in r.locations})
+    await _upsert(s, TaxonomyTerm, {a.term.id: _term_row(a.term) for r in todo for a in r.attributes()})
+
+    changed_ids = [r.id for r in changed]
+    if changed_ids:
+        for model in _CHILDREN:
+            await s.execute(delete(model).where(model.service_id.in_(changed_ids))
+                            .execution_options(synchronize_session=False))
+        await s.execute(update(Service), [_service_row(r, hashes[r.id]) for r in changed])
+    if new:
+        await s.execute(insert(Service), [{**_service_row(r, hashes[r.id]), "seats_available": r.seats_available}
+                                          for r in new])
+    children: dict[type[Any], list[dict[str, Any]]] = {m: [] for m in _CHILDREN}
+    for r in todo:
+        for model, rows in _child_rows(r).items():
+            children[model].extend(rows)
+    for model, rows in children.items():
+        if rows:
+            await s.execute(insert(model), rows)
+
+    recount = [r.id for r in changed
+               if (before[r.id].seats_declared, before[r.id].seats_max) != (r.seats_available, r.seats_max)]
+    if recount:
+        held = (select(func.count()).select_from(SeatHold)
+                .where(SeatHold.service_id == Service.id, SeatHold.state.in_(LIVE_HOLD_STATES))
+                .scalar_subquery())
+        live = Service.seats_declared - held
+        await s.execute(update(Service).where(Service.id.in_(recount))
+                        .values(seats_available=case((live < 0, 0), else_=live))
+                        .execution_options(synchronize_session=False))
+    after = {row.id: row for row in (await s.execute(
+        select(Service.id, Service.active, Service.seats_available, Service.flags)
+        .where(Service.id.in_([r.id for r in todo])))).all()} if todo else {}
+
+    out = []
+    for r in records:
+        if r.id not in after:
+            out.append(Written(r.id, "unchanged", flag_reasons(r)))
+            continue
+        now, was = after[r.id], before.get(r.id)
+        woke = bool(now.active and now.seats_available > 0 and (
+            was is None or not was.active or now.seats_available > was.seats_available))
+        out.append(Written(r.id, "updated" if was else "created", list(now.flags), woke))
+    return out
 
 
 async def upsert_service(s: AsyncSession, rec: ServiceRecord) -> bool:
-    """Create or update; returns True when something changed."""
-    org = await s.get(Organization, rec.organization_id)
-    if org is None:
-        s.add(Organization(id=rec.organization_id, name=rec.organization_name))
-    elif org.name != rec.organization_name:
-        org.name = rec.organization_name
-    svc = await s.get(Service, rec.id)
-    if svc is None:
-        svc = Service(id=rec.id)
-        s.add(svc)
-        changed = True
-    else:
-        changed = view_record(svc) != rec
-    if changed:
-        svc.organization_id = rec.organization_id
-        for attr in ("name", "description", "resource_kind", "active", "online", "minimum_age",
-                     "maximum_age", "seats_available", "seats_max", "contact_id", "contact_email"):
-            setattr(svc, attr, getattr(rec, attr))
-        svc.support_types, svc.languages = list(rec.support_types), list(rec.languages)
-        svc.policies = list(rec.policies)
-        svc.categories = [ServiceCategory(pmks_code=c) for c in sorted(set(rec.pmks))]
-        svc.areas = [ServiceArea(region_code=a) for a in sorted(set(rec.areas))]
-        svc.updated_at = utcnow()
-    return changed
+    """Create or update one service; True when something changed."""
+    return (await write_records(s, [rec]))[0].outcome != "unchanged"
 
 
-def view_record(svc: Service) -> ServiceRecord:
+# ------------------------------------------------------------------------------------------
+# Reading
+# ------------------------------------------------------------------------------------------
+
+
+def detail_options() -> list[ExecutableOption]:
+    """Everything `record_of` reads, in a few SELECT ... IN queries for a whole page."""
+    return [
+        selectinload(Service.contacts), selectinload(Service.schedules), selectinload(Service.capacities),
+        selectinload(Service.attributes).joinedload(Attribute.term),
+        selectinload(Service.service_at_locations).joinedload(ServiceAtLocation.location),
+    ]
+
+
+def record_of(svc: Service) -> ServiceRecord:
+    """The declared record back from its rows (loaded with `detail_options`)."""
+    org = svc.organization
     return ServiceRecord(
-        id=svc.id, organization_id=svc.organization_id, organization_name=svc.organization.name,
-        name=svc.name, resource_kind=svc.resource_kind,
-        pmks=tuple(sorted(c.pmks_code for c in svc.categories)),
-        areas=tuple(sorted(a.region_code for a in svc.areas)), contact_id=svc.contact_id,
-        contact_email=svc.contact_email, online=svc.online, support_types=tuple(svc.support_types),
-        languages=tuple(svc.languages), policies=tuple(svc.policies), minimum_age=svc.minimum_age,
-        maximum_age=svc.maximum_age, seats_available=svc.seats_available, seats_max=svc.seats_max,
-        description=svc.description, active=svc.active,
+        id=svc.id, organization_id=org.id, organization_name=org.name, name=svc.name,
+        resource_kind=svc.resource_kind, pmks=tuple(c.pmks_code for c in svc.categories),
+        areas=tuple(a.region_code for a in svc.areas), contact_id="", contact_email="", online=svc.online,
+        support_types=tuple(svc.support_types), languages=tuple(svc.languages), policies=tuple(svc.policies),
+        minimum_age=svc.minimum_age, maximum_age=svc.maximum_age, description=svc.description,
+        status=svc.status, alternate_name=svc.alternate_name, url=svc.url, email=svc.email,
+        organization=OrganizationInfo(org.id, org.name, org.alternate_name, org.description, org.email,
+                                      org.website),
+        contacts=tuple(hsds.Contact(id=c.id, email=c.email, name=c.name, title=c.title, department=c.department,
+                                    webhook_url=c.webhook_url, phones=tuple(hsds.Phone(**p) for p in c.phones))
+                       for c in svc.contacts),
+        schedules=tuple(hsds.Schedule(**{k: getattr(x, k) for k in hsds.Schedule.__dataclass_fields__})
+                        for x in svc.schedules),
+        locations=tuple(hsds.ServiceAtLocation(id=x.id, description=x.description, location=hsds.Location(
+            **{k: getattr(x.location, k) for k in hsds.Location.__dataclass_fields__ if k != "addresses"},
+            addresses=tuple(hsds.Address(**a) for a in x.location.addresses))) for x in svc.service_at_locations),
+        other_attributes=tuple(
+            hsds.Attribute(id=a.id, value=a.value, label=a.label, term=hsds.Term(
+                **{k: getattr(a.term, k) for k in hsds.Term.__dataclass_fields__}))
+            for a in svc.attributes if a.term.taxonomy not in PROJECT_TAXONOMIES),
+        capacities=tuple(Capacity(id=c.id, available=c.available, maximum=c.maximum,
+                                  unit=hsds.Unit(**c.unit) if c.unit else None, description=c.description,
+                                  updated=c.updated) for c in svc.capacities),
+        extra=dict(svc.extra or {}),
     )
+
+
+def render(svc: Service) -> dict[str, Any]:
+    """HSDS service_full, and what the directory knows on top of it under `rujukan`."""
+    out = hsds.to_hsds(record_of(svc), seats_available=svc.seats_available)
+    out["rujukan"] = {
+        "matchable": svc.active, "flags": list(svc.flags), "seats_available": svc.seats_available,
+        "seats_max": svc.seats_max, "online": svc.online, "updated_at": svc.updated_at.isoformat(),
+    }
+    return out
+
+
+async def load(s: AsyncSession, service_id: str) -> Service | None:
+    return await s.scalar(select(Service).where(Service.id == service_id).options(*detail_options())
+                          .execution_options(populate_existing=True))
+
+
+@dataclass
+class Page:
+    total: int
+    items: list[Service]
+
+
+async def search(
+    s: AsyncSession, *, taxonomy_term: str | None = None, taxonomy_term_id: str | None = None,
+    region: str | None = None, organization_id: str | None = None, text: str | None = None,
+    matchable: bool | None = None, page: int = 1, per_page: int = 50,
+) -> Page:
+    q = select(Service.id)
+    if taxonomy_term:
+        taxonomy, _, code = taxonomy_term.rpartition(":")
+        terms = select(TaxonomyTerm.id).where(TaxonomyTerm.code == code)
+        if taxonomy:
+            terms = terms.where(func.lower(TaxonomyTerm.taxonomy) == taxonomy.lower())
+        q = q.where(Service.id.in_(select(Attribute.service_id).where(Attribute.taxonomy_term_id.in_(terms))))
+    if taxonomy_term_id:
+        q = q.where(Service.id.in_(select(Attribute.service_id).where(Attribute.taxonomy_term_id == taxonomy_term_id)))
+    if region:
+        # Services serving the region (an area at it or above it) and those within it.
+        within = ServiceArea.region_code.like(region.replace("%", "").replace("_", "") + ".%")
+        q = q.where(Service.id.in_(select(ServiceArea.service_id).where(
+            or_(ServiceArea.region_code.in_(regions.ancestors(region)), within))))
+    if organization_id:
+        q = q.where(Service.organization_id == organization_id)
+    if text:
+        escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        q = q.where(Service.name.ilike(f"%{escaped}%", escape="\\"))
+    if matchable is not None:
+        q = q.where(Service.active.is_(matchable))
+    total = await s.scalar(select(func.count()).select_from(q.subquery())) or 0
+    ids = (await s.scalars(q.order_by(Service.id).limit(per_page).offset((page - 1) * per_page))).all()
+    rows = {x.id: x for x in (await s.scalars(select(Service).where(Service.id.in_(ids))
+                                              .options(*detail_options()))).unique().all()}
+    return Page(total, [rows[i] for i in ids if i in rows])
+
+
+# ------------------------------------------------------------------------------------------
+# Admin changes to one service
+# ------------------------------------------------------------------------------------------
+
+
+class NotFound(LookupError):
+    pass
+
+
+class AlreadyExists(ValueError):
+    pass
+
+
+async def create(s: AsyncSession, rec: ServiceRecord) -> Written:
+    if await s.scalar(select(Service.id).where(Service.id == rec.id)) is not None:
+        raise AlreadyExists(rec.id)
+    return (await write_records(s, [rec]))[0]
+
+
+async def replace_record(s: AsyncSession, rec: ServiceRecord) -> Written:
+    if await s.scalar(select(Service.id).where(Service.id == rec.id)) is None:
+        raise NotFound(rec.id)
+    return (await write_records(s, [rec]))[0]
+
+
+async def _current(s: AsyncSession, service_id: str) -> ServiceRecord:
+    svc = await load(s, service_id)
+    if svc is None:
+        raise NotFound(service_id)
+    return record_of(svc)
+
+
+async def set_status(s: AsyncSession, service_id: str, status: str) -> Written:
+    rec = await _current(s, service_id)
+    return (await write_records(s, [replace(rec, status=status)]))[0]
+
+
+async def set_capacity(s: AsyncSession, service_id: str, available: int, maximum: int) -> Written:
+    """Declare the seat capacity (the live count is this less the seats held now)."""
+    rec = await _current(s, service_id)
+    seats = rec.seats
+    new = Capacity(id=seats.id if seats else hsds.stable_id(rec.id, "capacity", "seats"), available=available,
+                   maximum=maximum, unit=seats.unit if seats else None,
+                   description=seats.description if seats else None, updated=utcnow().isoformat())
+    caps = tuple(new if c is seats else c for c in rec.capacities) if seats else (*rec.capacities, new)
+    return (await write_records(s, [replace(rec, capacities=caps)]))[0]
+
+
+# ------------------------------------------------------------------------------------------
+# Import
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ImportReport:
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    flagged: int = 0
+    rejected: int = 0
+    records: list[dict[str, Any]] = field(default_factory=list)
+    # Services with more free seats, or matchable anew: the waitlist may be served.
+    woke: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"created": self.created, "updated": self.updated, "unchanged": self.unchanged,
+                "flagged": self.flagged, "rejected": self.rejected, "records": self.records}
+
+
+def _entry(p: Parsed, outcome: str) -> dict[str, Any]:
+    d: dict[str, Any] = {"index": p.index}
+    if p.line is not None:
+        d["line"] = p.line
+    if p.pointer:
+        d["pointer"] = p.pointer
+    d["id"] = p.service_id
+    d["outcome"] = outcome
+    if p.issues:
+        d["issues"] = [i.as_dict() for i in p.issues]
+    return d
+
+
+def _take(items: Iterator[Parsed], n: int) -> list[Parsed]:
+    return list(islice(items, n))
+
+
+async def import_parsed(
+    sessions: async_sessionmaker[AsyncSession], items: Iterator[Parsed], *, batch: int = BATCH,
+    progress: Callable[[int], None] | None = None,
+) -> ImportReport:
+    """Write parsed records in batches, each batch in its own transaction (a long import
+    never holds the matcher up for long; stopped halfway, running it again finishes it:
+    what was written reports unchanged). Parsing runs in a worker thread, so that a big
+    import leaves the event loop (and crisis referrals) free."""
+    report = ImportReport()
+    seen: dict[str, str] = {}
+    while chunk := await asyncio.to_thread(_take, items, batch):
+        ready = []
+        for p in chunk:
+            if p.record is not None:
+                where = f"line {p.line}" if p.line is not None else f"record {p.pointer or p.index}"
+                if p.record.id in seen:
+                    p.reject("id", f"duplicate: '{p.record.id}' is also at {seen[p.record.id]}; this one is refused")
+                else:
+                    seen[p.record.id] = where
+                    ready.append(p)
+        written = await _write_batch(sessions, [p.record for p in ready if p.record is not None])
+        by_id = {w.id: w for w in written}
+        for p in chunk:
+            w = by_id.get(p.service_id or "") if p.record is not None else None
+            if w is None:
+                report.rejected += 1
+                report.records.append(_entry(p, "rejected"))
+                continue
+            setattr(report, w.outcome, getattr(report, w.outcome) + 1)
+            report.flagged += bool(w.flags)
+            if w.woke:
+                report.woke.append(w.id)
+            report.records.append(_entry(p, w.outcome))
+        if progress:
+            progress(len(chunk))
+    log.info("directory import: %d created, %d updated, %d unchanged, %d flagged, %d rejected",
+             report.created, report.updated, report.unchanged, report.flagged, report.rejected)
+    return report
+
+
+async def _write_batch(sessions: async_sessionmaker[AsyncSession], records: list[ServiceRecord]) -> list[Written]:
+    if not records:
+        return []
+    for attempt in (1, 2):
+        try:
+            async with sessions() as s, s.begin():
+                return await write_records(s, records)
+        except DBAPIError:
+            # A concurrent import created the same service, or a deadlock with the matcher
+            # was broken: the batch is read afresh and written again once.
+            if attempt == 2:
+                raise
+            log.warning("directory import: batch of %d retried after a database conflict", len(records))
+    raise AssertionError("unreachable")
+
+
+def issues_of(p: Parsed, *severities: str) -> list[Issue]:
+    return [i for i in p.issues if i.severity in severities]
+
+
+# ------------------------------------------------------------------------------------------
+# The matcher's side: candidates and their view
+# ------------------------------------------------------------------------------------------
 
 
 def to_view(svc: Service) -> ServiceView:
@@ -96,8 +487,8 @@ def to_view(svc: Service) -> ServiceView:
 
 
 async def candidates(s: AsyncSession, pmks_code: str, region_code: str) -> list[Service]:
-    """Active services of the category whose area covers the region (any level above it),
-    or that are online: two index lookups, never a scan of the directory."""
+    """Active (matchable) services of the category whose area covers the region (any level
+    above it), or that are online: index lookups, never a scan of the directory."""
     in_area = select(ServiceArea.service_id).where(ServiceArea.region_code.in_(regions.ancestors(region_code)))
     q = (
         select(Service)
