@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import suppress
@@ -37,16 +38,23 @@ class Workers:
         self._items.append((worker, task))
 
     async def stop(self, timeout: float = 20.0) -> None:
-        """Ask each worker to finish what it holds, then wait; cancel what overstays."""
-        for worker, _ in self._items:
+        """Stop the workers in the reverse order of their start, each finishing what it
+        holds: consumers first (their last batch may write outbox rows), the outbox relays
+        last (their final pass publishes those rows). What overstays the timeout is
+        cancelled; a cancelled consumer hands back its entries on the way out."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        for worker, task in reversed(self._items):
             worker.stop()
-        tasks = [t for _, t in self._items]
-        if tasks:
-            _done, pending = await asyncio.wait(tasks, timeout=timeout)
-            for t in pending:
-                t.cancel()
+            try:
+                await asyncio.wait_for(asyncio.shield(task), timeout=max(deadline - loop.time(), 0.1))
+            except TimeoutError:
+                log.warning("%s did not stop in time; cancelling it", task.get_name())
+                task.cancel()
                 with suppress(asyncio.CancelledError, Exception):
-                    await t
+                    await task
+            except Exception as e:
+                log.warning("%s stopped with %s: %s", task.get_name(), type(e).__name__, e)
         self._items.clear()
 
 
@@ -72,22 +80,30 @@ class Runtime:
         self.redis = connect(settings.redis_url)
         self.workers = Workers()
         self.consumers: list[Any] = []
+        self.janitor: Any = None
 
     async def start(self) -> None:
         """Migrate the database and provision every stream and group at id 0, before any
         consumer or publisher runs. Waits for Redis and the database to be reachable."""
         from shared.db import upgrade
-        from shared.streams import provision
+        from shared.streams import StreamJanitor, provision
 
         await _until_ready("database", lambda: upgrade(self.settings.database_url, self.migrations_dir))
         await _until_ready("redis", lambda: provision(self.redis))
+        # Every replica runs a janitor; a lock in Redis lets one of them trim per period.
+        self.janitor = StreamJanitor(self.redis, interval_s=self.settings.stream_trim_interval_s,
+                                     forget_after_s=self.settings.consumer_forget_after_s)
+        self.workers.start(self.janitor)
 
     def consume(self, group: str, handler: Any) -> Any:
         from shared.streams import TOPOLOGY, StreamConsumer
 
         s = self.settings
+        # Unique per consumer, not only per process: two apps in one process (tests) or two
+        # replicas given the same CONSUMER_NAME must never share a pending-entries list.
+        name = f"{group}-{s.consumer_name}-{secrets.token_hex(3)}"
         consumer = StreamConsumer(
-            self.redis, group=group, consumer=f"{group}-{s.consumer_name}", streams=TOPOLOGY[group],
+            self.redis, group=group, consumer=name, streams=TOPOLOGY[group],
             handler=handler, batch=s.stream_batch, block_ms=s.stream_block_ms,
             reclaim_idle_ms=s.reclaim_idle_ms, max_deliveries=s.max_deliveries,
         )
@@ -123,7 +139,7 @@ class Runtime:
             "consumers": [
                 {"group": c.group, "consumer": c.consumer, "handled": c.stats.handled,
                  "dead_lettered": c.stats.dead_lettered, "reclaimed": c.stats.reclaimed,
-                 "errors": c.stats.errors}
+                 "failed": c.stats.failed, "retried": c.stats.retried, "errors": c.stats.errors}
                 for c in self.consumers
             ],
         }

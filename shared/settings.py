@@ -35,6 +35,10 @@ class ServiceSettings(BaseSettings):
     reclaim_idle_ms: int = 30_000
     # After this many deliveries an entry that still fails goes to the dead-letter stream.
     max_deliveries: int = 5
+    # How often streams are trimmed below what every group acknowledged (one replica a
+    # period), and after how long a consumer with nothing pending is forgotten.
+    stream_trim_interval_s: float = 60.0
+    consumer_forget_after_s: float = 3600.0
     # The outbox relay publishes right after each commit; this poll is only the safety net
     # for rows a crash left unsent.
     outbox_poll_interval_s: float = 1.0
