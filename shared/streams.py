@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.retry import Retry
 
 from shared.events import BadEvent, Envelope, EventData, parse_entry
 from shared.vocab import is_urgent
@@ -107,7 +107,9 @@ def stream_groups(topology: dict[str, list[str]] | None = None) -> dict[str, lis
 
 
 def connect(url: str) -> aioredis.Redis:
-    """A client that retries its own connection errors, so a Redis restart is ridden out."""
+    """A client that retries its own connection errors, so a Redis restart is ridden out.
+
+    The asyncio client needs the asyncio Retry: given redis.retry.Retry it never retries."""
     return aioredis.Redis.from_url(
         url,
         retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=5),
