@@ -14,6 +14,7 @@ from intake.entrypoints import http
 from intake.service_layer.services import Intake
 from intake.settings import Settings
 from shared.http import install_error_handlers
+from shared.ops import ops_router
 from shared.outbox import OutboxRelay
 from shared.runtime import Runtime, configure_logging, health_router
 
@@ -45,6 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="Agency API: submit referrals and follow them until they close.")
     install_error_handlers(app)
     app.include_router(health_router())
+    app.include_router(ops_router())
     app.include_router(http.router)
     return app
 

@@ -18,6 +18,7 @@ from matching.service_layer.directory import import_parsed
 from matching.service_layer.services import Matching
 from matching.settings import Settings
 from shared.http import install_error_handlers
+from shared.ops import ops_router
 from shared.outbox import OutboxRelay
 from shared.runtime import Runtime, configure_logging, health_router
 
@@ -55,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="Directory admin and decisions: who gets sent where, and why.")
     install_error_handlers(app)
     app.include_router(health_router())
+    app.include_router(ops_router())
     app.include_router(http.router)
     return app
 

@@ -14,6 +14,7 @@ from notify.entrypoints import http
 from notify.service_layer.services import Notify
 from notify.settings import Settings
 from shared.http import install_error_handlers
+from shared.ops import ops_router
 from shared.outbox import OutboxRelay
 from shared.runtime import Runtime, configure_logging, health_router
 
@@ -43,6 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="Deliveries to receiving social workers and facilitators.")
     install_error_handlers(app)
     app.include_router(health_router())
+    app.include_router(ops_router())
     app.include_router(http.router)
     return app
 
