@@ -48,7 +48,7 @@ def letter_view(d: dict[str, str]) -> dict[str, Any]:
 
 def _group(group: str | None) -> str | None:
     if group is not None and group not in TOPOLOGY:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY,
+        raise HTTPException(422,
                             [{"field": "group", "reason": f"unknown group; one of {', '.join(TOPOLOGY)}"}])
     return group
 
@@ -96,7 +96,7 @@ def ops_router() -> APIRouter:
         except LookupError as e:
             raise HTTPException(status.HTTP_409_CONFLICT, str(e)) from None
         except BadEvent as e:
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, [{
+            raise HTTPException(422, [{
                 "field": "event", "reason": f"{e}" + ("" if body and body.event else "; send a repaired event"),
             }]) from None
         return {"replayed": dead_id, "group": letter["dead_letter_group"], "entry_id": new_id}
