@@ -58,15 +58,19 @@ def not_found(service_id: str) -> HTTPException:
     return HTTPException(404, detail=f"no service '{service_id}'")
 
 
-async def wake_waitlist(request: Request, woke: bool | list[str]) -> None:
+async def wake_waitlist(request: Request, service_ids: list[str]) -> None:
     """More seats or a service matchable anew: waitlisted referrals may fit now."""
-    if not woke:
+    if not service_ids:
         return
     kick = getattr(request.app.state.matching, "kick_waitlist", None)
     if kick is not None:
-        result = kick()
+        result = kick(service_ids)
         if inspect.isawaitable(result):
             await result
+
+
+def woken(written: directory.Written) -> list[str]:
+    return [written.id] if written.woke else []
 
 
 async def _rendered(sessions: async_sessionmaker[AsyncSession], service_id: str) -> dict[str, Any]:
@@ -134,7 +138,7 @@ async def create_service(
             written = await directory.create(s, rec)
     except directory.AlreadyExists as e:
         raise HTTPException(409, detail=f"service '{rec.id}' exists: PUT /v1/services/{rec.id} to change it") from e
-    await wake_waitlist(request, written.woke)
+    await wake_waitlist(request, woken(written))
     response.headers["Location"] = f"/v1/services/{rec.id}"
     return await _rendered(sessions, rec.id)
 
@@ -155,7 +159,7 @@ async def replace_service(
             written = await directory.replace_record(s, rec)
     except directory.NotFound as e:
         raise not_found(service_id) from e
-    await wake_waitlist(request, written.woke)
+    await wake_waitlist(request, woken(written))
     return await _rendered(sessions, service_id)
 
 
@@ -166,7 +170,7 @@ async def _status(request: Request, sessions: async_sessionmaker[AsyncSession], 
             written = await directory.set_status(s, service_id, status)
     except directory.NotFound as e:
         raise not_found(service_id) from e
-    await wake_waitlist(request, written.woke)
+    await wake_waitlist(request, woken(written))
     return await _rendered(sessions, service_id)
 
 
@@ -206,7 +210,7 @@ async def update_capacity(service_id: str, body: CapacityIn, request: Request,
             written = await directory.set_capacity(s, service_id, body.available, body.maximum)
     except directory.NotFound as e:
         raise not_found(service_id) from e
-    await wake_waitlist(request, written.woke)
+    await wake_waitlist(request, woken(written))
     return await _rendered(sessions, service_id)
 
 
