@@ -16,6 +16,7 @@ from matching.domain.hsds import parse_document
 from matching.entrypoints import http
 from matching.service_layer.directory import import_parsed
 from matching.service_layer.services import Matching
+from matching.service_layer.workers import HoldExpiry, Waitlist
 from matching.settings import Settings
 from shared.http import install_error_handlers
 from shared.ops import ops_router
@@ -43,9 +44,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await seed_demo(rt.sessions)
         relay = OutboxRelay(rt.sessions, Outbox, rt.redis, poll_interval_s=settings.outbox_poll_interval_s)
         matching = Matching(rt.sessions, relay, timedelta(hours=settings.hold_hours_routine),
-                            timedelta(hours=settings.hold_hours_urgent))
+                            timedelta(hours=settings.hold_hours_urgent), timedelta(seconds=settings.hold_grace_s))
         app.state.runtime, app.state.matching, app.state.settings = rt, matching, settings
         rt.workers.start(relay)
+        rt.workers.start(HoldExpiry(matching, settings.hold_expiry_interval_s))
+        rt.workers.start(Waitlist(matching, settings.waitlist_interval_s))
         rt.consume("matching", matching.handle)
         try:
             yield

@@ -10,3 +10,10 @@ class Settings(ServiceSettings):
     # How long a proposal holds a seat before it is released to the next candidate.
     hold_hours_routine: float = 72.0
     hold_hours_urgent: float = 4.0
+    # A hold is released this long after its deadline, so that an answer given in time
+    # at the inbox still arrives first.
+    hold_grace_s: float = 120.0
+    # How often each replica looks for expired holds, and retries the waitlist even when
+    # no capacity was freed in this process (freed by another replica, or lost in a crash).
+    hold_expiry_interval_s: float = 30.0
+    waitlist_interval_s: float = 60.0

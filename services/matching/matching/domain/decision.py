@@ -1,6 +1,11 @@
 """Who gets sent where, and why: a pure function of the referral's facts and the
 candidate services (already narrowed by an index query), so that the same inputs and
-directory version always give the same decision, and so it is easy to test exhaustively."""
+directory version always give the same decision, and so it is easy to test exhaustively.
+
+Hard constraints first, each refusal with its reason; then the eligible services are
+ranked by, in this order: support types covered, nearness (same district, regency,
+province, then online), language fit, load (emptier first), and a fair tie-break.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ from dataclasses import dataclass, field
 
 from shared import regions
 from shared.pmks import categories
-from shared.vocab import SUPPORT_GROUP_KINDS, Gender, Modality, is_urgent, parse_age_band
+from shared.vocab import PROFESSIONAL_KINDS, Gender, Modality, is_urgent, parse_age_band
 
 
 @dataclass(frozen=True)
@@ -19,7 +24,7 @@ class ReferralFacts:
     region_code: str
     age_band: str
     gender: str
-    languages: tuple[str, ...]
+    languages: tuple[str, ...]  # the person's first language first
     modality: str
     urgency: str
     risk_flags: tuple[str, ...] = ()
@@ -47,6 +52,42 @@ class ServiceView:
     maximum_age: int | None
     seats_available: int
     seats_max: int
+    # Region codes of the service's physical places, when the directory knows them: a
+    # better measure of nearness than how widely its service area is drawn.
+    locations: tuple[str, ...] = ()
+
+
+# Why a service was refused: a stable code (for the service layer: "full" means it would
+# have been eligible but for a seat, so the referral waits) and the words a worker reads.
+EXCLUSIONS: dict[str, tuple[str, str]] = {
+    "inactive": ("layanan tidak aktif", "service inactive"),
+    "category": ("tidak melayani kategori ini", "does not serve this category"),
+    "support_group_in_crisis": ("kelompok dukungan tidak menangani situasi darurat",
+                                "a support group is never the answer to danger"),
+    "not_professional": ("bukan layanan profesional", "not a professional service"),
+    "not_crisis_capable": ("tidak menangani kasus krisis", "not crisis-capable"),
+    "online_only": ("hanya daring, klien memilih tatap muka", "online only; the person wants in person"),
+    "outside_area": ("di luar wilayah layanan", "outside the service area"),
+    "in_person_only": ("hanya tatap muka, klien memilih daring", "in person only; the person wants online"),
+    "women_only": ("khusus perempuan", "women only"),
+    "minimum_age": ("di bawah usia minimal", "below the minimum age"),
+    "maximum_age": ("di atas usia maksimal", "above the maximum age"),
+    "language": ("tidak ada bahasa yang sama", "no shared language"),
+    "full": ("tidak ada kursi tersedia", "no free seat"),
+    "declined": ("sudah menolak rujukan ini", "already declined this referral"),
+    "lapsed": ("tidak menanggapi usulan sebelumnya dalam batas waktu",
+               "did not answer an earlier proposal in time"),
+    "taken": ("kursi terakhir baru saja diambil rujukan lain", "the last seat was just taken by another referral"),
+}
+
+# Nearness levels, the higher the nearer.
+NEAR_DISTRICT, NEAR_REGENCY, NEAR_PROVINCE, NEAR_ONLINE, NEAR_NONE = 4, 3, 2, 1, 0
+NEAR_WORDS: dict[int, tuple[str, str]] = {
+    NEAR_DISTRICT: ("kecamatan yang sama", "same district"),
+    NEAR_REGENCY: ("kabupaten/kota yang sama", "same regency or city"),
+    NEAR_PROVINCE: ("provinsi yang sama", "same province"),
+    NEAR_ONLINE: ("daring", "online"),
+}
 
 
 @dataclass
@@ -56,70 +97,106 @@ class Verdict:
     score: tuple[float, ...] = ()
     reasons_id: list[str] = field(default_factory=list)
     reasons_en: list[str] = field(default_factory=list)
+    excluded_code: str = ""
     excluded_id: str = ""
     excluded_en: str = ""
+    near: int = NEAR_NONE
+    covered: tuple[str, ...] = ()
+
+    def exclude(self, code: str, detail_id: str = "", detail_en: str = "") -> Verdict:
+        self.eligible = False
+        self.excluded_code = code
+        words_id, words_en = EXCLUSIONS[code]
+        self.excluded_id = f"{words_id} {detail_id}".strip()
+        self.excluded_en = f"{words_en} {detail_en}".strip()
+        return self
+
+    @property
+    def composite(self) -> float:
+        """One number for the audit trail, ordered like the score tuple (ties aside)."""
+        if not self.score:
+            return 0.0
+        covered, near, lang, load, _ = self.score
+        return round(covered * 1000 + near * 100 + lang * 10 + load, 3)
 
 
-def _nearness(s: ServiceView, region: str) -> tuple[int, str | None]:
-    """4 same district (or finer), 3 same regency, 2 same province, 1 online only, 0 none."""
-    best, area_hit = 0, None
-    depth_score = {3: 4, 4: 4, 2: 3, 1: 2}
-    for area in s.areas:
-        if regions.covers(area, region):
-            sc = depth_score.get(len(area.split(".")), 2)
-            if sc > best:
-                best, area_hit = sc, area
-    if best == 0 and s.online:
-        return 1, None
-    return best, area_hit
+def _shared_levels(a: str, b: str) -> int:
+    """How many leading levels two region codes share: 12.71.05 vs 12.71.09 -> 2."""
+    n = 0
+    for x, y in zip(a.split("."), b.split("."), strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def nearness(s: ServiceView, region: str) -> tuple[int, str | None]:
+    """(level, the most specific of its areas covering the region)."""
+    covering = [a for a in s.areas if regions.covers(a, region)]
+    if not covering:
+        return (NEAR_ONLINE if s.online else NEAR_NONE), None
+    area_hit = max(covering, key=lambda a: (a.count("."), a))
+    if s.locations:
+        shared = max(_shared_levels(loc, region) for loc in s.locations)
+    else:
+        shared = area_hit.count(".") + 1
+    # At least "same province": an area that covers the person is never worse than that.
+    return max(NEAR_PROVINCE, 1 + min(shared, 3)), area_hit
+
+
+def tiebreak(referral_id: str, service_id: str) -> float:
+    """Fairness between equally good candidates: a stable per-referral draw, so equal
+    services take turns across referrals, yet the same referral always gets the same answer."""
+    digest = hashlib.sha256(f"{referral_id}:{service_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") / 2**32
 
 
 def evaluate(f: ReferralFacts, s: ServiceView) -> Verdict:
     """Hard constraints first (each refusal says why), then the reasons for a match."""
     v = Verdict(s, eligible=False)
-
-    def no(reason_id: str, reason_en: str) -> Verdict:
-        v.excluded_id, v.excluded_en = reason_id, reason_en
-        return v
-
     if not s.active:
-        return no("layanan tidak aktif", "service inactive")
+        return v.exclude("inactive")
     if f.pmks_category not in s.pmks:
-        return no("tidak melayani kategori ini", "does not serve this category")
+        return v.exclude("category")
     if f.urgent:
-        if s.resource_kind in SUPPORT_GROUP_KINDS:
-            return no("kelompok dukungan tidak menangani situasi darurat",
-                      "a support group is never the answer to danger")
+        # Danger needs a professional who takes crisis cases: never a peer or self-help group,
+        # and never a service whose kind the directory does not know.
+        if s.resource_kind not in PROFESSIONAL_KINDS:
+            return v.exclude("support_group_in_crisis" if s.resource_kind else "not_professional")
         if "crisis_capable" not in s.policies:
-            return no("tidak menangani kasus krisis", "not crisis-capable")
-    near, area_hit = _nearness(s, f.region_code)
-    if near == 1 and f.modality == Modality.in_person:
-        return no("hanya daring, klien memilih tatap muka", "online only; the person wants in person")
-    if near == 0:
-        return no("di luar wilayah layanan", "outside the service area")
-    if near >= 2 and not s.online and f.modality == Modality.online:
-        return no("hanya tatap muka, klien memilih daring", "in person only; the person wants online")
+            return v.exclude("not_crisis_capable")
+    near, area_hit = nearness(s, f.region_code)
+    if near == NEAR_NONE:
+        return v.exclude("outside_area")
+    if near == NEAR_ONLINE and f.modality == Modality.in_person:
+        return v.exclude("online_only")
+    if near >= NEAR_PROVINCE and not s.online and f.modality == Modality.online:
+        return v.exclude("in_person_only")
     if "women_only" in s.policies and f.gender != Gender.female:
-        return no("khusus perempuan", "women only")
+        return v.exclude("women_only")
+    # The person's age travels as a five-year band: refuse unless the whole band fits.
     low, high = parse_age_band(f.age_band)
     if s.minimum_age is not None and low < s.minimum_age:
-        return no(f"usia minimal {s.minimum_age}", f"minimum age {s.minimum_age}")
+        return v.exclude("minimum_age", f"({s.minimum_age})", f"({s.minimum_age})")
     if s.maximum_age is not None and high > s.maximum_age:
-        return no(f"usia maksimal {s.maximum_age}", f"maximum age {s.maximum_age}")
-    shared_langs = sorted(set(f.languages) & s.languages)
+        return v.exclude("maximum_age", f"({s.maximum_age})", f"({s.maximum_age})")
+    shared_langs = [lang for lang in f.languages if lang in s.languages]
     if not shared_langs:
-        return no("tidak ada bahasa yang sama", "no shared language")
+        return v.exclude("language")
     if s.seats_available <= 0:
-        return no("tidak ada kursi tersedia", "no free seat")
+        return v.exclude("full", f"(0/{s.seats_max})", f"(0/{s.seats_max})")
 
     cat = categories()[f.pmks_category]
-    covered = sorted(set(f.needs) & s.support_types)
-    v.eligible = True
+    covered = tuple(sorted(set(f.needs) & s.support_types))
+    v.eligible, v.near, v.covered = True, near, covered
     v.reasons_id.append(f"melayani {cat.nama.lower()}")
     v.reasons_en.append(f"serves {cat.english[0].lower()}{cat.english[1:]}")
     if f.urgent:
         v.reasons_id.append("menangani kasus krisis")
         v.reasons_en.append("takes crisis cases")
+        if "open_24h" in s.policies:
+            v.reasons_id.append("buka 24 jam")
+            v.reasons_en.append("open 24 hours")
     if area_hit is not None:
         v.reasons_id.append(f"wilayah {regions.name(area_hit)}")
         v.reasons_en.append(f"area {regions.name(area_hit)}")
@@ -127,18 +204,38 @@ def evaluate(f: ReferralFacts, s: ServiceView) -> Verdict:
         v.reasons_id.append("layanan daring")
         v.reasons_en.append("online service")
     if covered:
-        v.reasons_id.append("dukungan " + ", ".join(covered))
-        v.reasons_en.append("support: " + ", ".join(covered))
+        v.reasons_id.append(f"dukungan {', '.join(covered)} ({len(covered)} dari {len(set(f.needs))} kebutuhan)")
+        v.reasons_en.append(f"support: {', '.join(covered)} ({len(covered)} of {len(set(f.needs))} needs)")
     v.reasons_id.append(f"bahasa {', '.join(shared_langs)}")
     v.reasons_en.append(f"language {', '.join(shared_langs)}")
     v.reasons_id.append(f"kursi tersedia {s.seats_available}/{s.seats_max}")
     v.reasons_en.append(f"seats available {s.seats_available}/{s.seats_max}")
-    load = s.seats_available / s.seats_max if s.seats_max else 0.0
-    # Fairness between equally good candidates: a stable per-referral tiebreak, so equal
-    # services take turns across referrals, yet the same referral always gets the same answer.
-    tiebreak = int.from_bytes(hashlib.sha256(f"{f.referral_id}:{s.id}".encode()).digest()[:4], "big")
-    v.score = (float(len(covered)), float(near), float(len(shared_langs)), round(load, 3), -tiebreak / 2**32)
+    first_language_fits = 2.0 if f.languages and f.languages[0] in s.languages else 1.0
+    load = round(s.seats_available / s.seats_max, 3) if s.seats_max > 0 else 0.0
+    v.score = (float(len(covered)), float(near), first_language_fits, load, -tiebreak(f.referral_id, s.id))
     return v
+
+
+def why_lower(chosen: Verdict, other: Verdict) -> tuple[str, str]:
+    """Why an eligible service ranked below the chosen one: the first criterion that differs."""
+    (c_cov, c_near, c_lang, c_load, _), (o_cov, o_near, o_lang, o_load, _) = chosen.score, other.score
+    if o_cov != c_cov:
+        return (f"mencakup {int(o_cov)} kebutuhan, yang dipilih {int(c_cov)}",
+                f"covers {int(o_cov)} of the needs, the chosen one {int(c_cov)}")
+    if o_near != c_near:
+        o_id, o_en = NEAR_WORDS.get(int(o_near), ("", ""))
+        c_id, c_en = NEAR_WORDS.get(int(c_near), ("", ""))
+        return f"lebih jauh: {o_id} (yang dipilih: {c_id})", f"farther: {o_en} (the chosen one: {c_en})"
+    if o_lang != c_lang:
+        return "tidak melayani bahasa utama klien", "does not serve the person's first language"
+    s, c = other.service, chosen.service
+    if o_load != c_load:
+        return (f"lebih penuh: kursi tersedia {s.seats_available}/{s.seats_max} "
+                f"(yang dipilih {c.seats_available}/{c.seats_max})",
+                f"fuller: seats available {s.seats_available}/{s.seats_max} "
+                f"(the chosen one {c.seats_available}/{c.seats_max})")
+    return ("sama baiknya; giliran adil memilih layanan lain",
+            "equally good; the fair rotation chose another service")
 
 
 @dataclass
@@ -147,12 +244,16 @@ class Ranking:
     excluded: list[Verdict]
 
 
-def rank(f: ReferralFacts, services: list[ServiceView], exclude_ids: frozenset[str] = frozenset()) -> Ranking:
+def rank(f: ReferralFacts, services: list[ServiceView], declined: frozenset[str] = frozenset(),
+         lapsed: frozenset[str] = frozenset()) -> Ranking:
+    """Every service judged; never one that declined this referral (or let an earlier
+    proposal of it lapse) again."""
     verdicts = []
     for s in sorted(services, key=lambda s: s.id):
-        if s.id in exclude_ids:
-            v = Verdict(s, eligible=False, excluded_id="sudah menolak rujukan ini",
-                        excluded_en="already declined this referral")
+        if s.id in declined:
+            v = Verdict(s, eligible=False).exclude("declined")
+        elif s.id in lapsed:
+            v = Verdict(s, eligible=False).exclude("lapsed")
         else:
             v = evaluate(f, s)
         verdicts.append(v)

@@ -1,0 +1,66 @@
+"""Matching's background loops besides the stream consumer: hold expiry and the waitlist.
+
+Both are safe to run in every replica (the work they do is claimed row by row, see
+Matching.expire_due and Matching.retry_waitlist); their period is only a safety net.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from matching.service_layer.services import Matching
+
+log = logging.getLogger("rujukan.matching")
+
+
+class HoldExpiry:
+    """Every `interval_s`, release the holds whose deadline passed and propose the next."""
+
+    def __init__(self, matching: Matching, interval_s: float = 30.0) -> None:
+        self.matching = matching
+        self.interval_s = interval_s
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                while await self.matching.expire_due() and not self._stopping.is_set():
+                    pass  # a full page: there may be more
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # the database away: try again next round
+                log.warning("hold expiry round failed: %s: %s", type(e).__name__, e)
+            try:
+                await asyncio.wait_for(self._stopping.wait(), self.interval_s)
+            except TimeoutError:
+                pass
+
+
+class Waitlist:
+    """Match waitlisted referrals again when capacity frees (kick_waitlist), and every
+    `interval_s` in any case, for capacity freed by another replica or a crash."""
+
+    def __init__(self, matching: Matching, interval_s: float = 60.0) -> None:
+        self.matching = matching
+        self.interval_s = interval_s
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.matching.kick_waitlist([])  # wake the loop so that it sees the stop
+
+    async def run(self) -> None:
+        while not self._stopping.is_set():
+            service_ids = await self.matching.wait_for_waitlist_kick(self.interval_s)
+            if self._stopping.is_set():
+                break
+            try:
+                await self.matching.retry_waitlist(service_ids)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.warning("waitlist round failed: %s: %s", type(e).__name__, e)
