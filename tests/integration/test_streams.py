@@ -34,7 +34,8 @@ from shared.streams import (
 def submitted(referral_id: str | None = None, **over: Any) -> Envelope:
     rid = referral_id or uuid.uuid4().hex[:26]
     data = dict(referral_id=rid, agency_id="demo", pmks_category="korban_tindak_kekerasan", urgency="routine",
-                region_code="12.71", age_band="30-34", gender="female", modality="any", consent_share=True)
+                region_code="12.71.05", age_band="30-34", gender="female", modality="any", consent_share=True,
+                languages=["id"], needs=["emotional", "informational"])
     data.update(over)
     return Envelope.wrap(ReferralSubmitted(**data), source="test", subject=rid)  # type: ignore[arg-type]
 

@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from notify.adapters.mailer import Mailer
@@ -33,6 +33,7 @@ class Notify:
     mailer: Mailer
     max_attempts: int = 8
     poll_interval_s: float = 2.0
+    claim_lease_s: float = 60.0
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -97,6 +98,8 @@ class Notify:
         for d in due:
             if self._stopping.is_set():
                 break
+            if not await self._claim(d.id):
+                continue  # another replica is sending it
             try:
                 await self.mailer.send(message_id=d.id, to=d.email, subject=d.subject, body=d.body,
                                        urgent=d.urgent)
@@ -105,6 +108,19 @@ class Notify:
                 error = f"{type(e).__name__}: {e}"[:500]
             await self._record(d.id, error)
         return len(due)
+
+    async def _claim(self, delivery_id: str) -> bool:
+        """Take a delivery for one send: its next attempt is moved past the send's timeout
+        in a conditional UPDATE, so a second replica (or round) does not send it too; if
+        this process dies mid-send, the delivery is due again when the lease runs out."""
+        now = utcnow()
+        async with self.sessions() as s, s.begin():
+            res = await s.execute(
+                update(Delivery).where(Delivery.id == delivery_id, Delivery.state == "pending",
+                                       Delivery.next_attempt_at <= now)
+                .values(next_attempt_at=now + timedelta(seconds=self.claim_lease_s))
+                .execution_options(synchronize_session=False))
+        return bool(res.rowcount)  # type: ignore[attr-defined]
 
     async def _record(self, delivery_id: str, error: str | None) -> None:
         async with self.sessions() as s, s.begin():
