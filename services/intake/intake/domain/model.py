@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator, mo
 
 from shared import regions
 from shared.pmks import categories
-from shared.vocab import Gender, Modality, ReferralStatus, RiskFlag, SupportType, Urgency
+from shared.vocab import CancelReason, Gender, Modality, ReferralStatus, RiskFlag, SupportType, Urgency
 
 LanguageCode = Annotated[str, Field(pattern=r"^[a-z]{2,3}$", description="ISO 639 code: id, jv, su, en, ...")]
 
@@ -82,10 +82,13 @@ class ReferralRequest(BaseModel):
 
 # Which status an event may move a referral to, from which statuses. Anything else is
 # recorded on the timeline but leaves the status as it is (late or out-of-order events).
+# A decline or an expired hold is followed at once by matching's next decision (proposed
+# again, waitlisted or unmatched); an expired hold itself changes no status.
 TRANSITIONS: dict[ReferralStatus, frozenset[ReferralStatus]] = {
     ReferralStatus.proposed: frozenset({ReferralStatus.submitted, ReferralStatus.waitlisted,
                                         ReferralStatus.declined, ReferralStatus.proposed}),
-    ReferralStatus.unmatched: frozenset({ReferralStatus.submitted, ReferralStatus.declined}),
+    ReferralStatus.unmatched: frozenset({ReferralStatus.submitted, ReferralStatus.declined,
+                                         ReferralStatus.proposed, ReferralStatus.waitlisted}),
     ReferralStatus.waitlisted: frozenset({ReferralStatus.submitted, ReferralStatus.declined,
                                           ReferralStatus.proposed}),
     ReferralStatus.accepted: frozenset({ReferralStatus.proposed}),
@@ -96,6 +99,15 @@ TRANSITIONS: dict[ReferralStatus, frozenset[ReferralStatus]] = {
                                          ReferralStatus.accepted, ReferralStatus.in_progress,
                                          ReferralStatus.waitlisted, ReferralStatus.declined}),
 }
+
+
+class CancelRequest(BaseModel):
+    """The body of POST /v1/referrals/{id}/cancel. A code, not free text: the reason goes
+    to matching and to the receiver, and free text could carry the person's details."""
+
+    model_config = ConfigDict(extra="forbid")
+    reason_code: CancelReason = Field(description="client_withdrew, needs_met_elsewhere, client_unreachable, "
+                                                  "duplicate, entered_in_error or other")
 
 
 def may_move(current: str, new: ReferralStatus) -> bool:

@@ -7,8 +7,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 
 from intake.adapters.orm import Agency, Referral, TimelineEntry
-from intake.domain.model import ReferralRequest
-from intake.service_layer.services import Intake, NotFound, ReferralConflict
+from intake.domain.model import CancelRequest, ReferralRequest
+from intake.service_layer.services import Intake, NotFound, NotOpen, ReferralConflict
 from shared.http import BearerToken, unauthorized
 from shared.vocab import ReferralStatus
 
@@ -80,3 +80,20 @@ async def list_referrals(agency: AgencyDep, intake: IntakeDep,
                          offset: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
     items = await intake.list_for_agency(agency.id, status_, limit, offset)
     return {"items": [referral_view(r) for r in items], "limit": limit, "offset": offset}
+
+
+@router.post("/referrals/{referral_id}/cancel")
+async def cancel_referral(referral_id: str, body: CancelRequest, agency: AgencyDep,
+                          intake: IntakeDep) -> dict[str, Any]:
+    """Cancel an open referral: its seat is released and the receiver is told."""
+    try:
+        await intake.cancel(agency.id, referral_id, body.reason_code)
+        referral, timeline = await intake.get(agency.id, referral_id)
+    except NotFound:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such referral for this agency") from None
+    except NotOpen as e:
+        raise HTTPException(status.HTTP_409_CONFLICT, {
+            "field": "status", "status": str(e),
+            "reason": f"the referral is {e}: only an open referral can be cancelled",
+        }) from None
+    return referral_view(referral, timeline)

@@ -20,7 +20,10 @@ from shared.events import (
     EventData,
     NotificationFailed,
     NotificationSent,
+    ReferralCancelled,
     ReferralMatched,
+    ReferralResponseRefused,
+    ReferralStatusChanged,
     ReferralSubmitted,
     ReferralUnmatched,
     ReferralWaitlisted,
@@ -29,7 +32,7 @@ from shared.events import (
 )
 from shared.outbox import OutboxRelay, add_events
 from shared.streams import Message
-from shared.vocab import ReferralStatus, age_band
+from shared.vocab import OPEN_STATUSES, ReferralStatus, age_band, reason_label
 
 SOURCE = "rujukan/intake"
 
@@ -40,6 +43,10 @@ class ReferralConflict(Exception):
 
 class NotFound(Exception):
     pass
+
+
+class NotOpen(Exception):
+    """The referral is closed (completed, unmatched or cancelled): nothing left to cancel."""
 
 
 @dataclass
@@ -159,6 +166,37 @@ class Intake:
             "contact": json.loads(self.cipher.open(referral.contact_enc, f"{referral.id}:contact")),
         }
 
+    # --- cancellation -------------------------------------------------------------------
+
+    async def cancel(self, agency_id: str, referral_id: str, reason_code: str) -> Referral:
+        """Cancel an open referral of this agency: its status and timeline at once, and
+        `referral.cancelled` to matching (releases the seat) and notify (tells the
+        receiver), in one transaction. Cancelling a cancelled referral again changes nothing."""
+        now = utcnow()
+        async with self.sessions() as s, s.begin():
+            referral = await s.get(Referral, referral_id, with_for_update=True)
+            if referral is None or referral.agency_id != agency_id:
+                raise NotFound(referral_id)
+            if referral.status == ReferralStatus.cancelled:
+                return referral
+            if referral.status not in OPEN_STATUSES:
+                raise NotOpen(referral.status)
+            event = Envelope.wrap(ReferralCancelled(
+                referral_id=referral_id, agency_id=agency_id, reason_code=reason_code,
+                urgency=referral.urgency, risk_flags=referral.risk_flags,
+            ), source=SOURCE, subject=referral_id)
+            label_id, label_en = reason_label(reason_code)
+            referral.status, referral.updated_at = ReferralStatus.cancelled, now
+            s.add(TimelineEntry(
+                referral_id=referral_id, event_id=event.id, at=now, kind="cancelled",
+                status=ReferralStatus.cancelled, actor=f"agency:{agency_id}",
+                reason_id=f"Dibatalkan oleh lembaga perujuk: {label_id}",
+                reason_en=f"Cancelled by the referring agency: {label_en}",
+            ))
+            add_events(s, Outbox, [event])
+        self.relay.kick()
+        return referral
+
     # --- events from matching and notify --------------------------------------------------
 
     async def apply(self, messages: list[Message]) -> None:
@@ -189,6 +227,7 @@ class Intake:
             referral.updated_at = utcnow()
             if isinstance(data, ReferralMatched):
                 referral.matched_service = {
+                    "decision_id": data.decision_id,
                     "service_id": data.service_id, "service_name": data.service_name,
                     "organization_name": data.organization_name, "resource_kind": data.resource_kind,
                     "hold_expires_at": data.hold_expires_at.isoformat() if data.hold_expires_at else None,
@@ -211,13 +250,56 @@ def timeline_step(data: EventData) -> tuple[str, str, ReferralStatus | None, str
     if isinstance(data, ReferralUnmatched):
         return (data.referral_id, "unmatched", ReferralStatus.unmatched, "matching",
                 "; ".join(data.reasons_id), "; ".join(data.reasons_en))
+    if isinstance(data, ReferralStatusChanged):
+        return status_step(data)
+    if isinstance(data, ReferralResponseRefused):
+        why_id, why_en = REFUSALS.get(data.reason_code, (data.reason_code, data.reason_code))
+        return (data.referral_id, "response_refused", None, f"receiver:{data.responder_contact_id}",
+                f"Tanggapan '{data.response}' dari penerima tidak diterapkan: {why_id}",
+                f"The receiver's '{data.response}' was not applied: {why_en}")
     if isinstance(data, NotificationFailed):
         return (data.referral_id, "notification_failed", None, "notify",
                 f"Pemberitahuan gagal dikirim: {data.reason}", f"Notification failed: {data.reason}")
     if isinstance(data, NotificationSent):
+        what_id, what_en = NOTICES.get(data.kind, ("Pemberitahuan", "Notification"))
         return (data.referral_id, "notified", None, "notify",
-                "Pemberitahuan terkirim ke penerima", "Notification sent to the receiver")
+                f"{what_id} terkirim ke penerima", f"{what_en} sent to the receiver")
     return None
+
+
+# Why matching could not apply a receiver's response.
+REFUSALS = {
+    "hold_expired": ("batas waktu sudah habis", "the hold had already expired"),
+    "cancelled": ("rujukan sudah dibatalkan", "the referral was already cancelled"),
+    "not_current": ("usulan tidak berlaku lagi", "the proposal is no longer current"),
+    "invalid_transition": ("tidak sesuai tahap rujukan", "out of turn for the referral's stage"),
+}
+# What notify sent to the receiver, by kind.
+NOTICES = {
+    "proposal": ("Pemberitahuan usulan rujukan", "The proposal"),
+    "hold_expired": ("Pemberitahuan batas waktu habis", "The notice that the hold expired"),
+    "cancelled": ("Pemberitahuan pembatalan", "The notice of cancellation"),
+    "response_refused": ("Pemberitahuan tanggapan tidak diterapkan", "The notice that a response was not applied"),
+}
+
+
+def status_step(d: ReferralStatusChanged) -> tuple[str, str, ReferralStatus | None, str, str, str]:
+    """A step of the closed loop: who (the receiver, or matching for an expiry) and why."""
+    svc = f"{d.service_name} ({d.organization_name})" if d.service_name else d.service_id
+    if d.status == "hold_expired":
+        return (d.referral_id, "hold_expired", None, d.actor,
+                f"{svc} tidak menanggapi dalam batas waktu; kursi dilepas dan rujukan dialihkan",
+                f"{svc} did not answer in time; the seat was released and the referral moves on")
+    why_id, why_en = reason_label(d.reason_code or d.outcome_code)
+    words = {
+        "accepted": ("Diterima oleh", "Accepted by"),
+        "declined": ("Ditolak oleh", "Declined by"),
+        "in_progress": ("Layanan dimulai oleh", "Service started by"),
+        "completed": ("Selesai di", "Completed at"),
+    }[d.status]
+    return (d.referral_id, d.status, ReferralStatus(d.status), d.actor,
+            f"{words[0]} {svc}" + (f": {why_id}" if why_id else ""),
+            f"{words[1]} {svc}" + (f": {why_en}" if why_en else ""))
 
 
 def iso(dt: datetime) -> str:
