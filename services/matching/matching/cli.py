@@ -28,8 +28,8 @@ from matching.service_layer.directory import ImportReport, import_parsed
 
 app = typer.Typer(help="Matching's directory of services (HSDS): import and check files.", no_args_is_help=True,
                   add_completion=False)
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 SHOWN = 40  # issues printed; the --report file has them all
 
 

@@ -26,6 +26,7 @@ import re
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
+from functools import lru_cache
 from typing import Annotated, Any, Literal
 
 from email_validator import EmailNotValidError, validate_email
@@ -304,8 +305,20 @@ class ServiceRecord:
     def content_hash(self) -> str:
         """What the record declares, so that re-importing the same content changes nothing.
         The live seat count is not in it: the matcher moves that one."""
-        doc = {"v": MAPPING_VERSION, "record": asdict(self)}
+        doc = {"v": MAPPING_VERSION, "record": plain(self)}
         return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def plain(o: Any) -> Any:
+    """A dataclass tree as dicts and lists (what `dataclasses.asdict` gives, without its
+    deep copies: an import computes this for every record)."""
+    if hasattr(o, "__dataclass_fields__"):
+        return {k: plain(v) for k, v in vars(o).items()}
+    if isinstance(o, tuple | list):
+        return [plain(v) for v in o]
+    if isinstance(o, dict):
+        return {k: plain(v) for k, v in o.items()}
+    return o
 
 
 def receiving_contact(contacts: Iterable[Contact]) -> Contact | None:
@@ -313,6 +326,7 @@ def receiving_contact(contacts: Iterable[Contact]) -> Contact | None:
     return next((c for c in contacts if c.email), None)
 
 
+@lru_cache(maxsize=1024)
 def project_term(taxonomy: str, code: str) -> Term:
     name: str | None = code
     if taxonomy == PMKS and code in categories():

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from itertools import islice
 from typing import Any, Literal
 
@@ -75,17 +75,17 @@ class Written:
 
 
 def _org_row(o: OrganizationInfo) -> dict[str, Any]:
-    return asdict(o)
+    return dict(vars(o))
 
 
 def _location_row(loc: hsds.Location) -> dict[str, Any]:
-    d = asdict(loc)
-    d["addresses"] = [{k: v for k, v in a.items() if v is not None} for a in d["addresses"]]
+    d = dict(vars(loc))
+    d["addresses"] = [{k: v for k, v in vars(a).items() if v is not None} for a in loc.addresses]
     return d
 
 
 def _term_row(t: hsds.Term) -> dict[str, Any]:
-    return asdict(t)
+    return dict(vars(t))
 
 
 def _service_row(r: ServiceRecord, content_hash: str) -> dict[str, Any]:
@@ -103,21 +103,21 @@ def _service_row(r: ServiceRecord, content_hash: str) -> dict[str, Any]:
     }
 
 
-def _child_rows(r: ServiceRecord) -> dict[type[Any], list[dict[str, Any]]]:
+def _child_rows(r: ServiceRecord, attributes: list[hsds.Attribute]) -> dict[type[Any], list[dict[str, Any]]]:
     sid = r.id
     return {
         ServiceCategory: [{"service_id": sid, "pmks_code": c} for c in r.pmks],
         ServiceArea: [{"service_id": sid, "region_code": a} for a in r.areas],
-        Contact: [{"service_id": sid, "position": i, **{k: v for k, v in asdict(c).items() if k != "phones"},
-                   "phones": [{k: v for k, v in asdict(p).items() if v is not None} for p in c.phones]}
+        Contact: [{"service_id": sid, "position": i, **{k: v for k, v in vars(c).items() if k != "phones"},
+                   "phones": [{k: v for k, v in vars(p).items() if v is not None} for p in c.phones]}
                   for i, c in enumerate(r.contacts)],
-        Schedule: [{"service_id": sid, "position": i, **asdict(x)} for i, x in enumerate(r.schedules)],
+        Schedule: [{"service_id": sid, "position": i, **vars(x)} for i, x in enumerate(r.schedules)],
         ServiceCapacity: [{"service_id": sid, "position": i, "id": c.id, "available": c.available,
-                           "maximum": c.maximum, "unit": asdict(c.unit) if c.unit else None,
+                           "maximum": c.maximum, "unit": dict(vars(c.unit)) if c.unit else None,
                            "description": c.description, "updated": c.updated}
                           for i, c in enumerate(r.capacities)],
         Attribute: [{"service_id": sid, "position": i, "id": a.id, "taxonomy_term_id": a.term.id, "value": a.value,
-                     "label": a.label} for i, a in enumerate(r.attributes())],
+                     "label": a.label} for i, a in enumerate(attributes)],
         ServiceAtLocation: [{"service_id": sid, "position": i, "id": x.id, "location_id": x.location.id,
                              "description": x.description} for i, x in enumerate(r.locations)],
     }
@@ -175,7 +175,9 @@ async def write_records(s: AsyncSession, records: Sequence[ServiceRecord]) -> li
     await _upsert(s, Organization, {r.organization_id: _org_row(r.organization or OrganizationInfo(
         r.organization_id, r.organization_name)) for r in todo})
     await _upsert(s, Location, {x.location.id: _location_row(x.location) for r in todo for x in r.locations})
-    await _upsert(s, TaxonomyTerm, {a.term.id: _term_row(a.term) for r in todo for a in r.attributes()})
+    attributes = {r.id: r.attributes() for r in todo}
+    terms = {a.term.id: a.term for attrs in attributes.values() for a in attrs}
+    await _upsert(s, TaxonomyTerm, {k: _term_row(t) for k, t in terms.items()})
 
     changed_ids = [r.id for r in changed]
     if changed_ids:
@@ -188,7 +190,7 @@ async def write_records(s: AsyncSession, records: Sequence[ServiceRecord]) -> li
                                           for r in new])
     children: dict[type[Any], list[dict[str, Any]]] = {m: [] for m in _CHILDREN}
     for r in todo:
-        for model, rows in _child_rows(r).items():
+        for model, rows in _child_rows(r, attributes[r.id]).items():
             children[model].extend(rows)
     for model, rows in children.items():
         if rows:
