@@ -328,3 +328,18 @@ def test_csv_cells_with_odd_values() -> None:
     assert fields(s1, "warning") == ["colour", "pmks", "areas", "languages"]
     assert items[1].rejected and fields(items[1], "reject") == ["online"]
     assert items[2].rejected and fields(items[2], "reject") == ["status"]
+
+
+def test_parts_given_twice_under_one_id_keep_the_first() -> None:
+    sched = {"id": "s", "description": "Senin"}
+    p = parse_service(a_service(schedules=[sched, {**sched, "description": "Selasa"}],
+                                capacities=[{"id": "c", "available": 1, "maximum": 2},
+                                            {"id": "c", "available": 2, "maximum": 2}]))
+    assert p.record is not None and [x.description for x in p.record.schedules] == ["Senin"]
+    assert p.record.seats_available == 1 and fields(p, "warning") == ["capacities", "schedules"]
+
+
+def test_a_capacity_too_large_to_be_true_is_refused() -> None:
+    p = parse_service(a_service(capacities=[{"id": "c", "available": 5, "maximum": 10**12}]))
+    assert p.record is not None and p.record.capacities == ()
+    assert fields(p, "reject") == ["capacities[0].maximum"]

@@ -30,7 +30,7 @@ from functools import lru_cache
 from typing import Annotated, Any, Literal
 
 from email_validator import EmailNotValidError, validate_email
-from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from shared import regions
 from shared.pmks import categories
@@ -55,6 +55,7 @@ _LANGUAGE = re.compile(r"^[a-z]{2,3}$")
 _SLUG = re.compile(r"[^a-z0-9]+")
 
 Severity = Literal["reject", "flag", "warning"]
+MAX_COUNT = 1_000_000  # seats or any capacity: more is a typo (and would not fit the column)
 
 
 def stable_id(*parts: str) -> str:
@@ -439,7 +440,7 @@ class HsdsOrganization(_In):
 class HsdsSchedule(_In):
     id: Id | None = None
     freq: Short | None = None
-    interval: int | None = None
+    interval: Annotated[int, Field(ge=0, le=10_000)] | None = None
     byday: Short | None = None
     opens_at: Short | None = None
     closes_at: Short | None = None
@@ -657,9 +658,9 @@ def parse_service(raw: Any, *, index: int = 0, pointer: str = "",
 
     facts, other = _facts(svc, p.issues)
     areas = _areas(svc, p.issues)
-    links = _locations(svc)
+    links = _unique(_locations(svc), "service_at_locations", p.issues)
     contacts = _contacts(svc, p.issues)
-    capacities = _capacities(svc.id, svc.capacities, p.issues)
+    capacities = _unique(_capacities(svc.id, svc.capacities, p.issues), "capacities", p.issues)
     languages = _languages(svc.languages, p.issues)
     extra = {k: v for k, v in (svc.model_extra or {}).items() if k not in _MODELLED}
 
@@ -673,10 +674,24 @@ def parse_service(raw: Any, *, index: int = 0, pointer: str = "",
         status=svc.status, alternate_name=svc.alternate_name, url=svc.url, email=svc.email,
         organization=OrganizationInfo(org.id, org.name, org.alternate_name, org.description, org.email,
                                       org.website),
-        contacts=tuple(contacts), schedules=tuple(_schedules(svc)), locations=tuple(links),
-        other_attributes=tuple(other), capacities=tuple(capacities), extra=extra,
+        contacts=tuple(contacts), schedules=tuple(_unique(_schedules(svc), "schedules", p.issues)),
+        locations=tuple(links), other_attributes=tuple(_unique(other, "attributes", p.issues)),
+        capacities=tuple(capacities), extra=extra,
     )
     return _finish(p, rec)
+
+
+def _unique(items: list[Any], where: str, issues: list[Issue]) -> list[Any]:
+    """The parts of one service are keyed by their id: a repeated id keeps the first."""
+    seen: set[str] = set()
+    out = []
+    for x in items:
+        if x.id in seen:
+            issues.append(Issue(where, f"id '{x.id}' given twice; the second is ignored", "warning"))
+        else:
+            seen.add(x.id)
+            out.append(x)
+    return out
 
 
 def _finish(p: Parsed, rec: ServiceRecord) -> Parsed:
@@ -846,6 +861,9 @@ def _capacities(service_id: str, given: list[HsdsCapacity], issues: list[Issue])
             problem = (f"{where}.available", f"negative ({c.available})")
         elif c.maximum is not None and c.maximum < 0:
             problem = (f"{where}.maximum", f"negative ({c.maximum})")
+        elif max(c.available, c.maximum or 0) > MAX_COUNT:
+            problem = (f"{where}.available" if c.available > MAX_COUNT else f"{where}.maximum",
+                       f"more than {MAX_COUNT:,}: capacity refused")
         elif c.maximum is not None and c.available > c.maximum:
             problem = (f"{where}.available", f"greater than maximum ({c.available} > {c.maximum}): "
                                              "capacity refused")
@@ -1001,6 +1019,8 @@ def _csv_record(p: Parsed, cells: dict[str, str]) -> Parsed:
         elif avail < 0 or most < 0:
             p.issues.append(Issue("seats_available" if avail < 0 else "seats_max", "negative; capacity refused",
                                   "reject"))
+        elif most > MAX_COUNT:
+            p.issues.append(Issue("seats_max", f"more than {MAX_COUNT:,}; capacity refused", "reject"))
         elif avail > most:
             p.issues.append(Issue("seats_available", f"greater than seats_max ({avail} > {most}): capacity refused",
                                   "reject"))

@@ -432,9 +432,11 @@ async def import_parsed(
                 else:
                     seen[p.record.id] = where
                     ready.append(p)
-        written = await _write_batch(sessions, [p.record for p in ready if p.record is not None])
+        written, refused = await _write_batch(sessions, [p.record for p in ready if p.record is not None])
         by_id = {w.id: w for w in written}
         for p in chunk:
+            if p.record is not None and p.record.id in refused:
+                p.reject("(record)", refused[p.record.id])
             w = by_id.get(p.service_id or "") if p.record is not None else None
             if w is None:
                 report.rejected += 1
@@ -452,20 +454,35 @@ async def import_parsed(
     return report
 
 
-async def _write_batch(sessions: async_sessionmaker[AsyncSession], records: list[ServiceRecord]) -> list[Written]:
+async def _write_batch(
+    sessions: async_sessionmaker[AsyncSession], records: list[ServiceRecord]
+) -> tuple[list[Written], dict[str, str]]:
+    """The batch in one transaction; what the database refuses for one record is reported
+    against that record (written one by one), never lost in a failed batch."""
     if not records:
-        return []
-    for attempt in (1, 2):
+        return [], {}
+    try:
+        # A concurrent import that created the same service, or a deadlock with the matcher
+        # broken by PostgreSQL: the batch is read afresh and written again once.
+        for attempt in (1, 2):
+            try:
+                async with sessions() as s, s.begin():
+                    return await write_records(s, records), {}
+            except DBAPIError:
+                if attempt == 2:
+                    raise
+                log.warning("directory import: batch of %d retried after a database conflict", len(records))
+    except DBAPIError:
+        log.warning("directory import: batch of %d refused by the database; writing one by one", len(records))
+    written, refused = [], {}
+    for rec in records:
         try:
             async with sessions() as s, s.begin():
-                return await write_records(s, records)
-        except DBAPIError:
-            # A concurrent import created the same service, or a deadlock with the matcher
-            # was broken: the batch is read afresh and written again once.
-            if attempt == 2:
-                raise
-            log.warning("directory import: batch of %d retried after a database conflict", len(records))
-    raise AssertionError("unreachable")
+                written += await write_records(s, [rec])
+        except DBAPIError as e:
+            cause = str(getattr(e, "orig", None) or e).strip().splitlines()[0][:200]
+            refused[rec.id] = f"the database refused it ({type(e.orig).__name__ if e.orig else 'error'}: {cause})"
+    return written, refused
 
 
 def issues_of(p: Parsed, *severities: str) -> list[Issue]:
