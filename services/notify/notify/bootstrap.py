@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 
 from fastapi import FastAPI
 
 from notify.adapters.mailer import Mailer
 from notify.adapters.orm import Outbox
-from notify.entrypoints import http
+from notify.entrypoints import http, inbox
+from notify.service_layer.inbox import Inbox
 from notify.service_layer.services import Notify
 from notify.settings import Settings
 from shared.http import install_error_handlers
@@ -30,8 +32,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         rt = Runtime(settings, MIGRATIONS)
         await rt.start()
         relay = OutboxRelay(rt.sessions, Outbox, rt.redis, poll_interval_s=settings.outbox_poll_interval_s)
-        notify = Notify(rt.sessions, relay, mailer, settings.mail_max_attempts, settings.mail_poll_interval_s)
+        notify = Notify(rt.sessions, relay, mailer, settings.mail_max_attempts, settings.mail_poll_interval_s,
+                        public_url=settings.public_url, token_ttl=timedelta(days=settings.inbox_token_days))
         app.state.runtime, app.state.notify, app.state.settings = rt, notify, settings
+        app.state.inbox = Inbox(rt.sessions, relay)
         rt.workers.start(relay)
         rt.workers.start(notify)
         rt.consume("notify", notify.handle)
@@ -46,6 +50,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health_router())
     app.include_router(ops_router())
     app.include_router(http.router)
+    app.include_router(inbox.router)
+    app.include_router(inbox.operator)
     return app
 
 

@@ -12,3 +12,7 @@ class Settings(ServiceSettings):
     # A delivery that keeps failing is given up (and reported) after this many attempts.
     mail_max_attempts: int = 8
     mail_poll_interval_s: float = 2.0
+    # The address recipients answer at (shown in proposal mails), and how long the personal
+    # token in a proposal mail stays valid.
+    public_url: str = "http://127.0.0.1:8003"
+    inbox_token_days: float = 30.0

@@ -3,6 +3,7 @@ made. Only the category, region, urgency and reasons: never the person's persona
 
 from __future__ import annotations
 
+from datetime import datetime
 from functools import cache
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
@@ -10,6 +11,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from shared import regions
 from shared.events import ReferralMatched
 from shared.pmks import categories
+from shared.vocab import reason_label
 
 URGENCY_ID = {"routine": "biasa", "priority": "prioritas", "crisis": "KRISIS (segera)"}
 
@@ -35,3 +37,60 @@ def proposal(e: ReferralMatched) -> tuple[str, str]:
         reasons_id=e.reasons_id, reasons_en=e.reasons_en,
     )
     return subject, body
+
+
+# A notice that closes a proposal, by kind: (headline, what to do), in Bahasa Indonesia and English.
+NOTICES: dict[str, tuple[str, str, str, str]] = {
+    "hold_expired": (
+        "Batas waktu tanggapan untuk rujukan ini sudah habis. Kursi yang ditahan telah dilepas dan "
+        "rujukan dialihkan ke layanan lain.",
+        "Tidak ada yang perlu Anda lakukan.",
+        "The time to answer this referral has run out. The held seat was released and the referral "
+        "moves on to another service.",
+        "Nothing is needed from you.",
+    ),
+    "cancelled": (
+        "Rujukan ini dibatalkan oleh lembaga perujuk. Kursi yang ditahan atau dipakai telah dilepas.",
+        "Mohon hentikan tindak lanjut untuk rujukan ini.",
+        "This referral was cancelled by the referring agency. The seat it held or used was released.",
+        "Please stop any follow-up of this referral.",
+    ),
+    "response_refused": (
+        "Tanggapan Anda untuk rujukan ini tidak dapat diterapkan.",
+        "Lihat status terbaru di kotak masuk Rujukan Anda.",
+        "Your response to this referral could not be applied.",
+        "See its current status in your Rujukan inbox.",
+    ),
+}
+REFUSAL_LABELS = {
+    "hold_expired": ("batas waktu sudah habis", "the hold had already expired"),
+    "cancelled": ("rujukan sudah dibatalkan", "the referral was already cancelled"),
+    "not_current": ("usulan tidak berlaku lagi", "the proposal is no longer current"),
+    "invalid_transition": ("tidak sesuai tahap rujukan", "out of turn for the referral's stage"),
+}
+
+
+def notice(kind: str, *, referral_id: str, organization_name: str, service_name: str, pmks_category: str,
+           region_code: str, urgency: str, reason_code: str | None = None) -> tuple[str, str]:
+    """(subject, body) of a notice that closes a proposal; no personal data, like the proposal."""
+    cat = categories().get(pmks_category)
+    headline_id, action_id, headline_en, action_en = NOTICES[kind]
+    reason_id, reason_en = REFUSAL_LABELS.get(reason_code or "") or reason_label(reason_code)
+    topic = {"hold_expired": "Batas waktu habis", "cancelled": "Rujukan dibatalkan",
+             "response_refused": "Tanggapan tidak diterapkan"}[kind]
+    prefix = f"[{URGENCY_ID[urgency].upper()}] " if urgency != "routine" else ""
+    subject = f"{prefix}{topic}: {cat.nama if cat else pmks_category} — {regions.name(region_code)} ({referral_id})"
+    body = _env().get_template("notice.txt.j2").render(
+        organization_name=organization_name, service_name=service_name, referral_id=referral_id,
+        category_id=cat.nama if cat else pmks_category, category_en=cat.english if cat else pmks_category,
+        region=f"{regions.name(region_code)} ({region_code})", headline_id=headline_id, headline_en=headline_en,
+        action_id=action_id, action_en=action_en, reason_id=reason_id, reason_en=reason_en,
+    )
+    return subject, body
+
+
+def access_section(inbox_url: str, token: str, token_expires_at: datetime) -> str:
+    """How to respond, with the recipient's personal token: added to a proposal when it is
+    sent (never stored with the delivery; only the token's hash is kept)."""
+    return _env().get_template("access.txt.j2").render(
+        inbox_url=inbox_url, token=token, token_expires_at=token_expires_at.strftime("%Y-%m-%d %H:%M UTC"))

@@ -1,8 +1,10 @@
 """Notify's use cases: turn decisions into deliveries, and deliver them.
 
 A delivery row is written in the same transaction as the event that caused it (one per
-decision and recipient), and the mail is sent after commit by the delivery worker. After
-a send, the row is marked sent together with the `notification.sent` event in the outbox.
+decision, recipient and kind: the proposal, or a notice that closes it), and the mail is
+sent after commit by the delivery worker, urgent first. After a send, the row is marked
+sent together with the `notification.sent` event in the outbox. The recipients' inbox
+(service_layer.inbox) is kept up to date from the same events.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from notify.adapters.mailer import Mailer
 from notify.adapters.orm import Delivery, Outbox, ProcessedEvent
-from notify.domain.messages import proposal
+from notify.domain.messages import access_section, proposal
+from notify.service_layer.inbox import apply_closed_loop, mint_token, record_proposal, urgent_of
 from shared.events import Envelope, NotificationFailed, NotificationSent, ReferralMatched, new_id, utcnow
 from shared.outbox import OutboxRelay, add_events
 from shared.streams import Message
@@ -34,12 +37,18 @@ class Notify:
     max_attempts: int = 8
     poll_interval_s: float = 2.0
     claim_lease_s: float = 60.0
+    # Where recipients answer (shown in the proposal mail), and how long a mailed token lasts.
+    public_url: str = "http://127.0.0.1:8003"
+    token_ttl: timedelta = timedelta(days=30)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    # Set when an urgent delivery is queued: a round sending routine mail stops for it.
+    _urgent_queued: asyncio.Event = field(default_factory=asyncio.Event)
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def handle(self, messages: list[Message]) -> None:
         """Record the deliveries a batch of decisions asks for; each event takes effect once."""
         created = 0
+        urgent = False
         async with self.sessions() as s, s.begin():
             ids = [m.envelope.id for m in messages]
             seen = set((await s.scalars(select(ProcessedEvent.event_id)
@@ -51,20 +60,31 @@ class Notify:
                 s.add(ProcessedEvent(event_id=m.envelope.id, event_type=m.envelope.type))
                 if isinstance(m.data, ReferralMatched):
                     created += await self._deliveries_for(s, m.data)
+                    await record_proposal(s, m.data)
+                else:
+                    n = await apply_closed_loop(s, m.data)
+                    created += n
+                    if not n:
+                        continue
+                urgent = urgent or urgent_of(str(m.envelope.data.get("urgency")),
+                                             list(m.envelope.data.get("risk_flags", [])))
         if created:
+            if urgent:
+                self._urgent_queued.set()
             self._wake.set()
 
     async def _deliveries_for(self, s: AsyncSession, e: ReferralMatched) -> int:
         existing = set((await s.scalars(select(Delivery.recipient_contact_id)
-                                        .where(Delivery.decision_id == e.decision_id))).all())
+                                        .where(Delivery.decision_id == e.decision_id,
+                                               Delivery.kind == "proposal"))).all())
         subject, body = proposal(e)
         n = 0
         for r in e.recipients:
             if r.contact_id in existing:
                 continue
             s.add(Delivery(id=new_id(), referral_id=e.referral_id, decision_id=e.decision_id,
-                           recipient_contact_id=r.contact_id, email=r.email, subject=subject, body=body,
-                           urgent=e.urgency != "routine"))
+                           recipient_contact_id=r.contact_id, kind="proposal", email=r.email, subject=subject,
+                           body=body, urgent=urgent_of(e.urgency, e.risk_flags)))
             n += 1
         return n
 
@@ -90,24 +110,40 @@ class Notify:
                 pass
 
     async def deliver_due(self, limit: int = 50) -> int:
-        """Send what is due, urgent first. Returns how many were attempted."""
+        """Send what is due, urgent first. Returns how many were attempted. A round of
+        routine mail gives way as soon as an urgent delivery is queued (the caller's next
+        round starts with it), so a crisis never waits behind a batch of routine mail."""
+        self._urgent_queued.clear()
         async with self.sessions() as s:
             due = list((await s.scalars(
                 select(Delivery).where(Delivery.state == "pending", Delivery.next_attempt_at <= utcnow())
                 .order_by(Delivery.urgent.desc(), Delivery.created_at).limit(limit))).all())
-        for d in due:
+        for i, d in enumerate(due):
             if self._stopping.is_set():
                 break
+            if self._urgent_queued.is_set() and not d.urgent:
+                return max(i, 1)
             if not await self._claim(d.id):
                 continue  # another replica is sending it
             try:
-                await self.mailer.send(message_id=d.id, to=d.email, subject=d.subject, body=d.body,
+                body = d.body
+                if d.kind == "proposal":
+                    body += await self._access(d)
+                await self.mailer.send(message_id=d.id, to=d.email, subject=d.subject, body=body,
                                        urgent=d.urgent)
                 error = None
             except Exception as e:
                 error = f"{type(e).__name__}: {e}"[:500]
             await self._record(d.id, error)
         return len(due)
+
+    async def _access(self, d: Delivery) -> str:
+        """The recipient's way to answer: a fresh personal token, minted now so that only
+        the mail ever holds it (the database keeps its hash)."""
+        expires_at = utcnow() + self.token_ttl
+        async with self.sessions() as s, s.begin():
+            _, token = await mint_token(s, d.recipient_contact_id, "mail", expires_at)
+        return access_section(f"{self.public_url.rstrip('/')}/v1/inbox/{d.decision_id}", token, expires_at)
 
     async def _claim(self, delivery_id: str) -> bool:
         """Take a delivery for one send: its next attempt is moved past the send's timeout
@@ -132,14 +168,14 @@ class Notify:
             if error is None:
                 d.state, d.sent_at = "sent", utcnow()
                 event = NotificationSent(referral_id=d.referral_id, delivery_id=d.id, decision_id=d.decision_id,
-                                         recipient_contact_id=d.recipient_contact_id)
+                                         recipient_contact_id=d.recipient_contact_id, kind=d.kind)
                 log.info("delivery %s sent (referral %s)", d.id, d.referral_id)
             else:
                 d.last_error = error
                 if d.attempts >= self.max_attempts:
                     d.state = "failed"
                     event = NotificationFailed(referral_id=d.referral_id, delivery_id=d.id,
-                                               decision_id=d.decision_id,
+                                               decision_id=d.decision_id, kind=d.kind,
                                                recipient_contact_id=d.recipient_contact_id,
                                                reason=f"gave up after {d.attempts} attempts: {error}")
                     log.error("delivery %s failed for good: %s", d.id, error)
