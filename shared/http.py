@@ -36,7 +36,7 @@ def install_error_handlers(app: FastAPI) -> None:
 _bearer = HTTPBearer(auto_error=False)
 
 
-def bearer_token(
+async def bearer_token(  # async: a sync dependency would cost a thread-pool hop per request
     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> str:
     if creds is None or not creds.credentials:

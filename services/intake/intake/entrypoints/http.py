@@ -13,7 +13,7 @@ from shared.http import BearerToken, unauthorized
 from shared.vocab import ReferralStatus
 
 
-def get_intake(request: Request) -> Intake:
+async def get_intake(request: Request) -> Intake:  # async: no thread-pool hop per request
     return request.app.state.intake
 
 

@@ -83,10 +83,8 @@ class Intake:
         gets the same referral back; a different body under that number is a conflict.
         """
         digest = hashlib.sha256(req.model_dump_json().encode()).hexdigest()
-        existing = await self._by_external_ref(agency_id, req.external_ref)
-        if existing is not None:
-            return self._same_or_conflict(existing, digest), False
-
+        # No look-up first: a new referral is the common case, and the unique constraint on
+        # (agency, external_ref) catches a repeat below, in the same round trips.
         rid = new_id()
         now = utcnow()
         c = req.client
@@ -120,7 +118,8 @@ class Intake:
                 ))
                 add_events(s, Outbox, [event])
         except IntegrityError:
-            # Two identical submissions raced; the other one won. Return it.
+            # A repeat of an earlier submission, or two identical ones raced: return the one
+            # that was recorded (or refuse a different body under the same number).
             existing = await self._by_external_ref(agency_id, req.external_ref)
             if existing is None:
                 raise
