@@ -201,8 +201,9 @@ class OutboxRelay:
         await self._adopt(keys=[self.key], args=[repr(adopt_at), run_id])
         self.recoveries += 1
         self.republished += n
-        log.warning("outbox %s: %s; publishing again %d events published since %s", self.service, why, n,
-                    since.isoformat())
+        # A new Redis (first start) has no watermark and nothing to publish again: not a warning.
+        log.log(logging.WARNING if n else logging.INFO, "outbox %s: %s; publishing again %d events published since %s",
+                self.service, why, n, since.isoformat())
         if n:
             self.kick()
         return n
