@@ -173,7 +173,13 @@ _TRANSIENT_NAMES = frozenset({
     "PostgresConnectionError", "ConnectionDoesNotExistError", "ConnectionFailureError",
     "CannotConnectNowError", "AdminShutdownError", "CrashShutdownError", "TooManyConnectionsError",
     "ConnectionRejectionError", "ClientCannotConnectError",
+    "TimeoutError",  # also SQLAlchemy's pool timeout, which is not the builtin one
 })
+# OSErrors that are a bug or the file system, not the network: retrying in place would
+# only stall the consumer, so they count as the entry failing.
+_NOT_TRANSIENT: tuple[type[BaseException], ...] = (
+    FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError,
+)
 _TRANSIENT_MESSAGES = ("database is locked", "connection is closed", "connection was closed",
                        "the database system is", "terminating connection", "server closed the connection")
 
@@ -190,6 +196,8 @@ def is_transient(error: BaseException) -> bool:
     e: BaseException | None = error
     while e is not None and id(e) not in seen:
         seen.add(id(e))
+        if isinstance(e, _NOT_TRANSIENT):
+            return False
         if isinstance(e, TRANSIENT) or type(e).__name__ in _TRANSIENT_NAMES:
             return True
         if getattr(e, "connection_invalidated", False):  # SQLAlchemy's "the connection died"

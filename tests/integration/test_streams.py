@@ -360,3 +360,22 @@ async def _len(redis: aioredis.Redis, key: str, n: int) -> bool:
 
 async def _eq(value: Callable[[], int], n: int) -> bool:
     return value() >= n
+
+
+def test_what_counts_as_the_infrastructure_being_away() -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from shared.streams import is_transient
+
+    class ConnectionDoesNotExistError(Exception):  # asyncpg's, by name
+        pass
+
+    wrapped = OperationalError("SELECT 1", {}, ConnectionDoesNotExistError("connection was closed"))
+    assert is_transient(wrapped)
+    assert is_transient(ConnectionRefusedError(111, "refused"))
+    assert is_transient(OSError("Multiple exceptions: [Errno 111] Connect call failed"))
+    assert is_transient(OperationalError("INSERT", {}, Exception("database is locked")))
+    assert not is_transient(OperationalError("SELECT", {}, Exception("no such table: referral")))
+    assert not is_transient(FileNotFoundError("templates/proposal.txt.j2"))
+    assert not is_transient(ValueError("bad"))
+
