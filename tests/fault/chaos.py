@@ -245,7 +245,7 @@ class ChaosStack:
             keep = max(self.protected.get(name, 0), size - self.rng.randint(4_000, 64_000))
             lost = size - keep
             self.tally.aof_bytes_lost += lost
-            with open(self.redis.data_dir / "appendonlydir" / name, "r+b") as f:
+            with open(name, "r+b") as f:
                 f.truncate(keep)
             self.tally.faults["redis power loss (everysec)"] += 1
         else:
@@ -264,11 +264,10 @@ class ChaosStack:
         self.pg.start(timeout=60)
 
     def _aof_tail(self) -> tuple[str, int]:
-        d = self.redis.data_dir / "appendonlydir"
-        manifest = next(d.glob("*.manifest")).read_text()
-        incr = [m.group(1) for m in re.finditer(r"file (\S+) seq \d+ type i", manifest)]
-        name = incr[-1]
-        return name, (d / name).stat().st_size
+        """The append-only file written to now (Redis 7: the last incremental file of the
+        manifest; 6.2: the one file) and its size."""
+        path = aof_tail(self.redis.data_dir)
+        return str(path), path.stat().st_size
 
     async def chaos(self, load: asyncio.Task[None], min_faults: int, pause: tuple[float, float]) -> None:
         """Faults one after another at random moments while the load runs (and until every
@@ -375,3 +374,13 @@ class ChaosStack:
 
 def event_of(fields: dict[bytes, bytes]) -> Envelope:
     return Envelope.model_validate_json(fields[b"event"])
+
+
+def aof_tail(data_dir: Path) -> Path:
+    d = data_dir / "appendonlydir"
+    if not d.is_dir():
+        return data_dir / "appendonly.aof"
+    manifest = next(d.glob("*.manifest")).read_text()
+    incr = [m.group(1) for m in re.finditer(r"file (\S+) seq \d+ type i", manifest)]
+    return d / incr[-1]
+
