@@ -80,6 +80,12 @@ class Service(Base):
     service_at_locations: Mapped[list[ServiceAtLocation]] = relationship(
         lazy="raise", order_by="ServiceAtLocation.position")
 
+    # A decision reads the online services of the person's category: this small partial
+    # index (online and matchable only) keeps that an index lookup, never a scan.
+    __table_args__ = (Index("ix_service_online_matchable", "id",
+                            postgresql_where=text("online AND active"),
+                            sqlite_where=text("online = 1 AND active = 1")),)
+
 
 class ServiceCategory(Base):
     __tablename__ = "service_category"

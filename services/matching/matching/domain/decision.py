@@ -95,13 +95,30 @@ class Verdict:
     service: ServiceView
     eligible: bool
     score: tuple[float, ...] = ()
-    reasons_id: list[str] = field(default_factory=list)
-    reasons_en: list[str] = field(default_factory=list)
     excluded_code: str = ""
     excluded_id: str = ""
     excluded_en: str = ""
     near: int = NEAR_NONE
     covered: tuple[str, ...] = ()
+    # What the reasons are made of; they are worded only when read (a decision ranks a
+    # thousand services and explains the one it chooses).
+    facts: ReferralFacts | None = None
+    area_hit: str | None = None
+    shared_languages: tuple[str, ...] = ()
+    _reasons: tuple[list[str], list[str]] | None = field(default=None, repr=False)
+
+    @property
+    def reasons_id(self) -> list[str]:
+        return self._explained()[0]
+
+    @property
+    def reasons_en(self) -> list[str]:
+        return self._explained()[1]
+
+    def _explained(self) -> tuple[list[str], list[str]]:
+        if self._reasons is None:
+            self._reasons = explain(self) if self.eligible and self.facts is not None else ([], [])
+        return self._reasons
 
     def exclude(self, code: str, detail_id: str = "", detail_en: str = "") -> Verdict:
         self.eligible = False
@@ -186,34 +203,44 @@ def evaluate(f: ReferralFacts, s: ServiceView) -> Verdict:
     if s.seats_available <= 0:
         return v.exclude("full", f"(0/{s.seats_max})", f"(0/{s.seats_max})")
 
-    cat = categories()[f.pmks_category]
     covered = tuple(sorted(set(f.needs) & s.support_types))
     v.eligible, v.near, v.covered = True, near, covered
-    v.reasons_id.append(f"melayani {cat.nama.lower()}")
-    v.reasons_en.append(f"serves {cat.english[0].lower()}{cat.english[1:]}")
-    if f.urgent:
-        v.reasons_id.append("menangani kasus krisis")
-        v.reasons_en.append("takes crisis cases")
-        if "open_24h" in s.policies:
-            v.reasons_id.append("buka 24 jam")
-            v.reasons_en.append("open 24 hours")
-    if area_hit is not None:
-        v.reasons_id.append(f"wilayah {regions.name(area_hit)}")
-        v.reasons_en.append(f"area {regions.name(area_hit)}")
-    else:
-        v.reasons_id.append("layanan daring")
-        v.reasons_en.append("online service")
-    if covered:
-        v.reasons_id.append(f"dukungan {', '.join(covered)} ({len(covered)} dari {len(set(f.needs))} kebutuhan)")
-        v.reasons_en.append(f"support: {', '.join(covered)} ({len(covered)} of {len(set(f.needs))} needs)")
-    v.reasons_id.append(f"bahasa {', '.join(shared_langs)}")
-    v.reasons_en.append(f"language {', '.join(shared_langs)}")
-    v.reasons_id.append(f"kursi tersedia {s.seats_available}/{s.seats_max}")
-    v.reasons_en.append(f"seats available {s.seats_available}/{s.seats_max}")
+    v.facts, v.area_hit, v.shared_languages = f, area_hit, tuple(shared_langs)
     first_language_fits = 2.0 if f.languages and f.languages[0] in s.languages else 1.0
     load = round(s.seats_available / s.seats_max, 3) if s.seats_max > 0 else 0.0
     v.score = (float(len(covered)), float(near), first_language_fits, load, -tiebreak(f.referral_id, s.id))
     return v
+
+
+def explain(v: Verdict) -> tuple[list[str], list[str]]:
+    """Why an eligible service fits, in Bahasa Indonesia and English: what a social worker
+    reads, e.g. "melayani korban tindak kekerasan; wilayah Kota Medan; kursi tersedia 3/12"."""
+    f, s = v.facts, v.service
+    assert f is not None
+    cat = categories()[f.pmks_category]
+    ids: list[str] = [f"melayani {cat.nama.lower()}"]
+    ens: list[str] = [f"serves {cat.english[0].lower()}{cat.english[1:]}"]
+    if f.urgent:
+        ids.append("menangani kasus krisis")
+        ens.append("takes crisis cases")
+        if "open_24h" in s.policies:
+            ids.append("buka 24 jam")
+            ens.append("open 24 hours")
+    if v.area_hit is not None:
+        ids.append(f"wilayah {regions.name(v.area_hit)}")
+        ens.append(f"area {regions.name(v.area_hit)}")
+    else:
+        ids.append("layanan daring")
+        ens.append("online service")
+    if v.covered:
+        wanted = len(set(f.needs))
+        ids.append(f"dukungan {', '.join(v.covered)} ({len(v.covered)} dari {wanted} kebutuhan)")
+        ens.append(f"support: {', '.join(v.covered)} ({len(v.covered)} of {wanted} needs)")
+    ids.append(f"bahasa {', '.join(v.shared_languages)}")
+    ens.append(f"language {', '.join(v.shared_languages)}")
+    ids.append(f"kursi tersedia {s.seats_available}/{s.seats_max}")
+    ens.append(f"seats available {s.seats_available}/{s.seats_max}")
+    return ids, ens
 
 
 def why_lower(chosen: Verdict, other: Verdict) -> tuple[str, str]:

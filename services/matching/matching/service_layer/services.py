@@ -30,7 +30,7 @@ from matching.adapters.orm import (
 )
 from matching.domain.decision import EXCLUSIONS, ReferralFacts, Verdict, rank, why_lower
 from matching.service_layer import seats
-from matching.service_layer.directory import candidates, to_view
+from matching.service_layer.shortlist import describe, shortlist
 from shared.events import (
     Candidate,
     Envelope,
@@ -155,10 +155,9 @@ class Matching:
         report unmatched. `quiet`: a waitlist retry that changes nothing records nothing."""
         e = ReferralSubmitted.model_validate(case.facts)
         facts = facts_of(e)
-        services = await candidates(s, e.pmks_category, e.region_code)
-        by_id = {x.id: x for x in services}
-        ranking = rank(facts, [to_view(x) for x in services], frozenset(case.declined_service_ids or []),
-                       frozenset(case.lapsed_service_ids or []))
+        found = await shortlist(s, facts)
+        passed_by = (frozenset(case.declined_service_ids or []), frozenset(case.lapsed_service_ids or []))
+        ranking = rank(facts, found.views, *passed_by)
         decision_id = new_id()
         taken: set[str] = set()
         now = utcnow()
@@ -166,7 +165,8 @@ class Matching:
             if not await seats.take(s, verdict.service.id):
                 taken.add(verdict.service.id)  # another referral took the last seat meanwhile
                 continue
-            svc = by_id[verdict.service.id]
+            svc = verdict.service
+            about = await describe(s, svc.id)
             expires = now + (self.hold_urgent if facts.urgent else self.hold_routine)
             s.add(SeatHold(id=new_id(), referral_id=case.referral_id, service_id=svc.id, decision_id=decision_id,
                            state="held", expires_at=expires))
@@ -178,15 +178,20 @@ class Matching:
             log.info("referral %s proposed to %s (%s)", case.referral_id, svc.id, trigger)
             return [Envelope.wrap(ReferralMatched(
                 referral_id=case.referral_id, decision_id=decision_id, service_id=svc.id,
-                service_name=svc.name, organization_name=svc.organization.name,
+                service_name=about.name, organization_name=about.organization_name,
                 resource_kind=svc.resource_kind, pmks_category=e.pmks_category,
                 region_code=e.region_code, urgency=e.urgency, risk_flags=e.risk_flags, hold_expires_at=expires,
                 reasons_id=verdict.reasons_id, reasons_en=verdict.reasons_en,
-                recipients=[Recipient(contact_id=svc.contact_id, email=svc.contact_email)],
+                recipients=[Recipient(contact_id=about.contact_id, email=about.contact_email)],
                 candidates=cands,
             ), source=SOURCE, subject=case.referral_id)]
 
-        # Nobody can take it now. If some were refused only for want of a seat, it waits.
+        # Nobody can take it now. If some were refused only for want of a seat, it waits; the
+        # online services without a seat were left out of the shortlist: are any of them suitable?
+        if not taken and not any(v.excluded_code == "full" for v in ranking.excluded):
+            full_online = await shortlist(s, facts, full_online=True)
+            extra = rank(facts, full_online.views, *passed_by)
+            ranking.excluded += extra.excluded
         full = [v for v in ranking.excluded if v.excluded_code == "full"]
         passed = [v for v in ranking.excluded if v.excluded_code in ("declined", "lapsed")]
         cands = candidate_list(None, ranking.chosen, ranking.excluded, taken)
@@ -201,9 +206,9 @@ class Matching:
             if passed:
                 reasons_id = [f"semua layanan yang sesuai ({len(passed)}) sudah menolak atau tidak menanggapi"]
                 reasons_en = [f"every suitable service ({len(passed)}) declined or did not answer"]
-            elif services:
-                reasons_id = [f"tidak ada layanan yang sesuai: {len(services)} kandidat ditolak"]
-                reasons_en = [f"no suitable service: {len(services)} candidates refused"]
+            elif ranking.excluded:
+                reasons_id = [f"tidak ada layanan yang sesuai: {len(ranking.excluded)} kandidat ditolak"]
+                reasons_en = [f"no suitable service: {len(ranking.excluded)} candidates refused"]
             else:
                 reasons_id = ["tidak ada layanan yang sesuai di wilayah ini"]
                 reasons_en = ["no suitable service in this area"]
