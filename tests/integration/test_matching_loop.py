@@ -14,7 +14,10 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import update
 
+from matching.adapters.orm import Service
+from matching.service_layer.directory import ServiceRecord
 from shared.events import (
     Envelope,
     ReferralCancelled,
@@ -149,6 +152,42 @@ async def test_waitlisted_prse_woman_is_matched_when_kupang_frees_a_seat(world: 
     assert (again.referral_id, again.service_id) == (waiting.referral_id, "svc-prse-kupang")
     assert [d.trigger for d in await world.decisions(waiting.referral_id)] == ["submitted", "capacity_freed"]
     await world.check_invariants(initial)
+
+
+async def test_a_seat_freed_in_kupang_goes_to_the_woman_waiting_there_not_to_older_ones_elsewhere(
+    world: World,
+) -> None:
+    jakarta = ServiceRecord(id="svc-prse-jakarta", organization_id="org-jkt", organization_name="Dinas Sosial DKI",
+                            name="KUBE Perempuan Jakarta Timur", resource_kind="economic_empowerment",
+                            pmks=("perempuan_rawan_sosial_ekonomi",), areas=("31.74",), contact_id="ct-jkt",
+                            contact_email="kube@jakarta.example", seats_available=0, seats_max=10)
+    directory = [*with_seats(DIRECTORY, svc_prse_kupang=1, svc_sebaya_daring=0), jakarta]
+    await world.reset(directory)
+    prse = dict(pmks_category="perempuan_rawan_sosial_ekonomi", modality="in_person")
+    first = only(await world.send(submitted(region_code="53.71.02", **prse)), ReferralMatched)
+    older = [submitted(region_code="31.74.03", **prse) for _ in range(120)]
+    for i in range(0, len(older), 40):
+        await world.send(*older[i:i + 40])
+    kupang = submitted(region_code="53.71.02", **prse)
+    only(await world.send(kupang), ReferralWaitlisted)
+    await world.send(response(first, "accepted"))
+    await world.send(response(first, "completed"))
+    mark = await world.outbox_mark()
+    # Looking at only a few waiting referrals is enough: those Kupang's area covers.
+    assert await world.matching.retry_waitlist(["svc-prse-kupang"], limit=5) == 1
+    again = only(await world.published_since(mark), ReferralMatched)
+    assert (again.referral_id, again.service_id) == (kupang.referral_id, "svc-prse-kupang")
+    await world.check_invariants({r.id: r.seats_available for r in directory})
+
+    # The periodic sweep looks at every waiting referral in turn, a page at a time: the
+    # youngest, who would meet online, gets the online group's seat freed without a kick.
+    youngest = submitted(region_code="31.74.03", pmks_category="perempuan_rawan_sosial_ekonomi", modality="any")
+    only(await world.send(youngest), ReferralWaitlisted)
+    async with world.sessions() as s, s.begin():
+        await s.execute(update(Service).where(Service.id == "svc-sebaya-daring").values(seats_available=1))
+    moved = [await world.matching.retry_waitlist(limit=50) for _ in range(3)]
+    assert moved == [0, 0, 1]  # 121 waiting ahead of her that can only meet in person
+    assert (await world.case(youngest.referral_id)).state == "proposed"  # type: ignore[union-attr]
 
 
 async def test_cancel_releases_the_seat_and_a_cancel_before_the_submission_wins(world: World) -> None:

@@ -225,11 +225,14 @@ class ReferralCase(Base):
     lapsed_service_ids: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
     current_decision_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     pmks_category: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    # Where the person is: capacity freed in a service is offered to those its area covers.
+    region_code: Mapped[str] = mapped_column(String(16), default="", server_default="")
     urgent: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # The waitlist is served urgent first, then oldest first, per category.
-    __table_args__ = (Index("ix_referral_case_waitlist", "state", "pmks_category", "urgent", "created_at"),)
+    __table_args__ = (Index("ix_referral_case_waitlist", "state", "pmks_category", "urgent", "created_at"),
+                      Index("ix_referral_case_waiting_region", "state", "region_code"))
 
 
 class Decision(Base):

@@ -14,9 +14,9 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from matching.adapters.orm import (
@@ -26,6 +26,7 @@ from matching.adapters.orm import (
     ReferralCase,
     SeatHold,
     Service,
+    ServiceArea,
     ServiceCategory,
 )
 from matching.domain.decision import EXCLUSIONS, ReferralFacts, Verdict, rank, why_lower
@@ -106,6 +107,8 @@ class Matching:
     hold_grace: timedelta = timedelta(minutes=2)
     _waitlist_kick: asyncio.Event = field(default_factory=asyncio.Event)
     _freed: set[str] = field(default_factory=set)
+    # Where the periodic waitlist sweep goes on (per urgency): a safety net's bookmark only.
+    _sweep_after: dict[bool, tuple[datetime, str] | None] = field(default_factory=dict)
 
     # --- events ---------------------------------------------------------------------------
 
@@ -144,7 +147,7 @@ class Matching:
         facts = facts_of(e)
         case = ReferralCase(referral_id=e.referral_id, facts=e.model_dump(mode="json"), state="submitted",
                             declined_service_ids=[], lapsed_service_ids=[], pmks_category=e.pmks_category,
-                            urgent=facts.urgent)
+                            region_code=e.region_code, urgent=facts.urgent)
         s.add(case)
         await s.flush()  # a replica deciding the same referral at once fails here, not later
         return await self.propose(s, case, trigger="submitted")
@@ -367,39 +370,70 @@ class Matching:
         freed, self._freed = self._freed, set()
         return None if "*" in freed else freed
 
-    async def retry_waitlist(self, service_ids: Iterable[str] | None = None, limit: int = 200) -> int:
-        """Match waitlisted referrals again, urgent first then oldest, in the categories
-        where a seat is free (of the given services, or anywhere). Returns how many were
-        proposed (or found unmatchable now)."""
-        async with self.sessions() as s:
-            q = (select(ServiceCategory.pmks_code).distinct()
-                 .join(Service, Service.id == ServiceCategory.service_id)
-                 .where(Service.active.is_(True), Service.seats_available > 0))
-            if service_ids is not None:
-                q = q.where(Service.id.in_(list(service_ids)))
-            codes = list((await s.scalars(q)).all())
-            if not codes:
-                return 0
-            waiting = list((await s.scalars(
-                select(ReferralCase.referral_id)
-                .where(ReferralCase.state == "waitlisted", ReferralCase.pmks_category.in_(codes))
-                .order_by(ReferralCase.urgent.desc(), ReferralCase.created_at).limit(limit)
-            )).all())
-        moved = 0
-        for referral_id in waiting:
-            out: list[Envelope] = []
-            async with self.sessions() as s, s.begin():
-                case = await seats.lock_case(s, referral_id, skip_locked=True)
-                if case is None or case.state != "waitlisted":
-                    continue
-                out = await self.propose(s, case, trigger="capacity_freed", quiet=True)
-                add_events(s, Outbox, out)
-            if out:
-                moved += 1
-                self.relay.kick()
+    async def retry_waitlist(self, service_ids: Iterable[str] | None = None, limit: int = 300) -> int:
+        """Match waitlisted referrals again, urgent first then oldest. For freed services:
+        the referrals their category and area could take, until their seats are gone. For
+        the periodic sweep (no ids): any in a category with a free seat somewhere, `limit`
+        at a time, going on where the last sweep stopped, so that every waiting referral is
+        looked at in turn. Returns how many moved (proposed, or found unmatchable now)."""
+        ids = list(service_ids) if service_ids is not None else None
+        moved = examined = 0
+        for urgent in (True, False):
+            after = self._sweep_after.get(urgent) if ids is None else None
+            while examined < limit:
+                async with self.sessions() as s:
+                    who = await self._who_may_fit(s, ids)
+                    if who is None:
+                        return moved  # no free seat left where it was freed
+                    q = select(ReferralCase.referral_id, ReferralCase.created_at).where(
+                        ReferralCase.state == "waitlisted", ReferralCase.urgent.is_(urgent), who)
+                    if after is not None:
+                        q = q.where(tuple_(ReferralCase.created_at, ReferralCase.referral_id) > after)
+                    page = (await s.execute(q.order_by(ReferralCase.created_at, ReferralCase.referral_id)
+                                            .limit(min(100, limit - examined)))).all()
+                if not page:
+                    after = None  # the end: the next sweep starts again from the oldest
+                    break
+                after = (page[-1].created_at, page[-1].referral_id)
+                for referral_id, _ in page:
+                    examined += 1
+                    moved += await self._retry_one(referral_id)
+            if ids is None:
+                self._sweep_after[urgent] = after
         if moved:
             log.info("waitlist: %d referrals matched again", moved)
         return moved
+
+    async def _who_may_fit(self, s: AsyncSession, service_ids: list[str] | None) -> Any:
+        """A condition on waiting cases: in a category (and, for freed services, an area or
+        online) where a service has a free seat now; None when there is no such seat."""
+        free = select(Service.id, Service.online).where(Service.active, Service.seats_available > 0)
+        if service_ids is not None:
+            free = free.where(Service.id.in_(service_ids))
+        services = (await s.execute(free)).all()
+        if not services:
+            return None
+        codes = select(ServiceCategory.pmks_code).where(ServiceCategory.service_id.in_([x.id for x in services]))
+        if service_ids is None or any(x.online for x in services):
+            return ReferralCase.pmks_category.in_(codes)
+        areas = (await s.scalars(select(ServiceArea.region_code).distinct()
+                                 .where(ServiceArea.service_id.in_([x.id for x in services])))).all()
+        if not areas:
+            return None
+        under = or_(*(or_(ReferralCase.region_code == a, ReferralCase.region_code.startswith(a + "."))
+                      for a in areas))
+        return and_(ReferralCase.pmks_category.in_(codes), under)
+
+    async def _retry_one(self, referral_id: str) -> int:
+        async with self.sessions() as s, s.begin():
+            case = await seats.lock_case(s, referral_id, skip_locked=True)
+            if case is None or case.state != "waitlisted":
+                return 0
+            out = await self.propose(s, case, trigger="capacity_freed", quiet=True)
+            add_events(s, Outbox, out)
+        if out:
+            self.relay.kick()
+        return 1 if out else 0
 
     # --- reading ------------------------------------------------------------------------------
 
