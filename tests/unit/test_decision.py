@@ -94,7 +94,7 @@ def breaks_a_rule(f: ReferralFacts, s: ServiceView) -> str | None:
     return None
 
 
-@settings(max_examples=600, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(facts_st, directory_st)
 def test_eligible_exactly_when_no_hard_constraint_is_broken(f: ReferralFacts, services: list[ServiceView]) -> None:
     ranking = rank(f, services)
@@ -148,7 +148,7 @@ def test_a_service_that_declined_or_let_it_lapse_is_never_proposed_again(
             assert v.excluded_code == "declined"
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(facts_st, directory_st, st.randoms(use_true_random=False))
 def test_same_inputs_same_decision_whatever_the_order_read(
     f: ReferralFacts, services: list[ServiceView], rnd: random.Random
