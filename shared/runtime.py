@@ -58,12 +58,20 @@ class Workers:
         self._items.clear()
 
 
-def serve(app: Any, host: str, port: int, log_level: str = "info") -> None:
+def serve(app: Any, host: str, port: int, log_level: str = "info", *, workers: int = 1,
+          factory: str | None = None) -> None:
+    """Serve the app; with workers > 1, as that many processes on one port, each built by
+    `factory` ("package.module:function") in its own process: replicas of the service, each
+    with its own consumer name, database pool and outbox relay, as the design allows."""
     import uvicorn
 
     # uvicorn turns SIGTERM/SIGINT into a lifespan shutdown, where workers stop gracefully.
-    uvicorn.run(app, host=host, port=port, log_level=log_level.lower(), access_log=False,
-                timeout_graceful_shutdown=20)
+    options: dict[str, Any] = {"host": host, "port": port, "log_level": log_level.lower(), "access_log": False,
+                               "timeout_graceful_shutdown": 20}
+    if workers > 1 and factory:
+        uvicorn.run(factory, factory=True, workers=workers, **options)
+    else:
+        uvicorn.run(app, **options)
 
 
 class Runtime:

@@ -24,6 +24,8 @@ class ServiceSettings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6380/0"
     database_url: str = "sqlite+aiosqlite:///./var/rujukan.db"
     log_level: str = "INFO"
+    # HTTP worker processes of a service that supports them (intake): replicas on one port.
+    web_concurrency: int = Field(default=1, ge=1, le=64)
     # A stream consumer's name must be unique per process so that replicas in one group
     # never take each other's pending entries; hostname + pid is unique on a host and in
     # a container.

@@ -51,9 +51,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
+def worker_app() -> FastAPI:
+    """The app of one HTTP worker process (WEB_CONCURRENCY > 1): its own settings (so its
+    own consumer name) and logging, as any replica."""
+    settings = Settings()
+    configure_logging(settings.service_name, settings.log_level)
+    return create_app(settings)
+
+
 def main() -> None:
     from shared.runtime import serve
 
     settings = Settings()
     configure_logging(settings.service_name, settings.log_level)
-    serve(create_app(settings), settings.host, settings.port, settings.log_level)
+    serve(create_app(settings), settings.host, settings.port, settings.log_level,
+          workers=settings.web_concurrency, factory="intake.bootstrap:worker_app")

@@ -67,12 +67,19 @@ class Intake:
 
     async def ensure_agency(self, agency_id: str, name: str, api_key: str) -> None:
         digest = hashlib.sha256(api_key.encode()).hexdigest()
-        async with self.sessions() as s, s.begin():
-            agency = await s.get(Agency, agency_id)
-            if agency is None:
-                s.add(Agency(id=agency_id, name=name, api_key_sha256=digest))
-            else:
-                agency.name, agency.api_key_sha256, agency.active = name, digest, True
+        for attempt in (1, 2):
+            try:
+                async with self.sessions() as s, s.begin():
+                    agency = await s.get(Agency, agency_id)
+                    if agency is None:
+                        s.add(Agency(id=agency_id, name=name, api_key_sha256=digest))
+                    else:
+                        agency.name, agency.api_key_sha256, agency.active = name, digest, True
+                return
+            except IntegrityError:
+                # Replicas starting together: another one created it first; update it instead.
+                if attempt == 2:
+                    raise
 
     # --- submission ---------------------------------------------------------------------
 
