@@ -2,7 +2,7 @@
 UV ?= uv
 export UV_FROZEN := 1
 
-.PHONY: install run test check lint typecheck format compose-check bench clean soak fault
+.PHONY: install run test check lint typecheck format compose-check bench bench-setup clean soak fault
 
 install:
 	$(UV) sync --all-extras
@@ -32,6 +32,17 @@ fault: install
 # and writes them to var/fault-report.json.
 soak: install
 	SOAK_N=$${SOAK_N:-10000} $(UV) run pytest tests/fault/test_chaos.py -m fault -q -s --timeout=0
+
+# Throughput and latency on this machine, each figure beside a raw Redis relay measured in
+# the same run (bench/README.md). BENCH_ARGS="--quick" for ~3 minutes, "--profile" adds
+# py-spy profiles, "--baseline" rewrites the dated baseline kept in bench/results/.
+bench: install bench-setup
+	$(UV) run python -m bench $(BENCH_ARGS)
+
+# The intake stage's load generator.
+bench-setup:
+	@command -v wrk >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get install -y wrk >/dev/null; } \
+		|| echo "wrk is not installed (apt-get install -y wrk): the intake stage will report an error"
 
 format:
 	$(UV) run ruff check --fix . && $(UV) run ruff format .

@@ -1,7 +1,7 @@
 """The bench's own servers, never the machine's shared ones on 5432/6379: a PostgreSQL
-cluster configured as compose runs it (durable: fsync and synchronous_commit on), a
-redis-server as compose runs it (append-only file, fsync every second), and a local SMTP
-sink. All on free ports, all stopped at the end."""
+cluster configured as compose runs it (durable: fsync and synchronous_commit on) and a
+redis-server as compose runs it (append-only file, fsync every second), on free ports,
+stopped at the end. (The SMTP sink is the pipeline stage's: bench.smtp_sink.)"""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from typing import Any
 
 import psycopg
 
-from shared.mailcatcher import MailCatcher
 from shared.redis_server import RedisProcess, free_port
 from tests.servers import PostgresProcess
 
@@ -23,7 +22,6 @@ class Infra:
         self.workdir = workdir
         self.pg: PostgresProcess | None = None
         self.redis: RedisProcess | None = None
-        self.mail: MailCatcher | None = None
 
     def start(self) -> Infra:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -32,13 +30,9 @@ class Infra:
         self.pg = PostgresProcess(durable=True).start()
         self.redis = RedisProcess(free_port(), self.workdir / "redis", appendonly=True,
                                   appendfsync="everysec").start()
-        # No maildir: the sink keeps mail in memory, so writing .eml files does not load the disk.
-        self.mail = MailCatcher().start()
         return self
 
     def stop(self) -> None:
-        if self.mail is not None:
-            self.mail.stop()
         if self.redis is not None:
             self.redis.stop()
         if self.pg is not None:
@@ -54,11 +48,6 @@ class Infra:
     def redis_url(self) -> str:
         assert self.redis is not None
         return self.redis.url
-
-    @property
-    def smtp_url(self) -> str:
-        assert self.mail is not None
-        return self.mail.url
 
     def database(self, name: str) -> str:
         """A fresh database (dropped first if a previous stage left it): asyncpg URL."""
@@ -93,7 +82,6 @@ class Infra:
             "postgresql": {"version": pg_version, "port": self.pg.port, **pg_settings},
             "redis": {"version": redis_version, "port": self.redis.port, "appendonly": "yes",
                       "appendfsync": "everysec"},
-            "smtp_sink": self.smtp_url,
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
 

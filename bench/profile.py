@@ -15,6 +15,9 @@ from pathlib import Path
 from typing import Any
 
 RATE = 100  # samples per second
+SCAFFOLD = ("(<frozen runpy>)", "(uvicorn/main.py)", "(uvicorn/server.py)", "(uvicorn/_compat.py)",
+            "(asyncio/runners.py)", "(asyncio/base_events.py)", "(asyncio/events.py)", "__main__.py)",
+            "(shared/runtime.py)", "(uvloop/__init__.py)", "(threading.py)")
 
 
 def py_spy() -> str | None:
@@ -24,7 +27,8 @@ def py_spy() -> str | None:
 class Recording:
     """py-spy record on some processes for a fixed time, in the background."""
 
-    def __init__(self, pids: dict[str, int], out_dir: Path, duration: float, tag: str) -> None:
+    def __init__(self, pids: dict[str, int], out_dir: Path, duration: float, tag: str,
+                 subprocesses: bool = False) -> None:
         self.out_dir = out_dir
         self.duration = duration
         self.files: dict[str, Path] = {}
@@ -38,7 +42,8 @@ class Recording:
             self.files[name] = path
             self.procs.append(subprocess.Popen(
                 [exe, "record", "--pid", str(pid), "--duration", str(max(1, round(duration))), "--rate", str(RATE),
-                 "--format", "raw", "--function", "--nonblocking", "--output", str(path)],
+                 "--format", "raw", "--function", "--nonblocking", "--output", str(path),
+                 *(["--subprocesses"] if subprocesses else [])],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
     def wait(self) -> dict[str, Any]:
@@ -60,7 +65,22 @@ def _frame_name(frame: str) -> str:
     return f"{name} ({file})" if file else name
 
 
-def summarise(path: Path, duration: float, top: int = 15) -> dict[str, Any]:
+PROJECT = ("intake/", "matching/", "notify/", "shared/", "bench/")
+
+
+def _package(frame: str) -> str:
+    """'fn (sqlalchemy/orm/session.py)' -> 'sqlalchemy'; the project's own code -> 'rujukan'."""
+    _, _, where = frame.partition(" (")
+    where = where.rstrip(")")
+    if where.startswith(PROJECT):
+        return "rujukan"
+    if "/" not in where:
+        return "python" if where.endswith(".py") or where.startswith("<") else where or "?"
+    top = where.split("/", 1)[0]
+    return top if top not in ("asyncio", "concurrent", "email", "json", "logging", "threading") else "python"
+
+
+def summarise(path: Path, duration: float, top: int = 20) -> dict[str, Any]:
     inclusive: Counter[str] = Counter()
     own: Counter[str] = Counter()
     total = 0
@@ -81,13 +101,19 @@ def summarise(path: Path, duration: float, top: int = 15) -> dict[str, Any]:
     def pct(c: int) -> float:
         return round(100 * c / total, 1)
 
-    # Frames that every stack of an asyncio process goes through say nothing.
-    everywhere = {f for f, c in inclusive.items() if c >= 0.97 * total}
+    # Frames that every stack of an asyncio process goes through say nothing, nor do the
+    # process's start-up frames (uvicorn, runpy, asyncio's runner) under which tasks run.
+    everywhere = {f for f, c in inclusive.items() if c >= 0.97 * total or f.endswith(SCAFFOLD)}
+    by_package: Counter[str] = Counter()
+    for f, c in own.items():
+        by_package[_package(f)] += c
     return {
         "samples": total,
+        "own_by_package_pct": {p: pct(c) for p, c in by_package.most_common(12)},
         # Share of the wall time the process was running Python (py-spy drops idle samples).
         "busy_pct": round(100 * total / (duration * RATE), 1),
-        "inclusive_pct": {f: pct(c) for f, c in inclusive.most_common(top + len(everywhere))
-                          if f not in everywhere},
+        # The project's own functions, with what they call (where a request's time goes).
+        "project_inclusive_pct": dict([(f, pct(c)) for f, c in inclusive.most_common()
+                                       if f not in everywhere and _package(f) == "rujukan"][:top]),
         "own_pct": {f: pct(c) for f, c in own.most_common(top)},
     }

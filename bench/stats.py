@@ -26,3 +26,34 @@ def latency_summary(latencies_s: Sequence[float]) -> dict[str, float | int | Non
         "p99_ms": ms(percentile(latencies_s, 99)),
         "max_ms": ms(max(latencies_s)) if latencies_s else None,
     }
+
+
+def cpu_seconds(pid: int, with_children: bool = False) -> float:
+    """User + system CPU seconds of a process, or of it and its direct children (a
+    PostgreSQL postmaster's backends, which leave its process group), from /proc."""
+    import os
+
+    tick = os.sysconf("SC_CLK_TCK")
+    if not with_children:
+        return _proc_cpu(pid, tick)
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(entry) == pid or int(fields[1]) == pid:  # itself, or ppid
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def _proc_cpu(pid: int, tick: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / tick

@@ -69,13 +69,15 @@ def test_percentile_is_nearest_rank() -> None:
 def test_profile_summary_counts_inclusive_and_own_time(tmp_path: Path) -> None:
     path = tmp_path / "p.collapsed"
     path.write_text(
-        "main (app.py:1);handle (svc.py:10);query (db.py:5) 30\n"
-        "main (app.py:1);handle (svc.py:10);rank (decision.py:7) 10\n"
-        "main (app.py:1);idle (loop.py:2) 10\n"
+        "main (intake/bootstrap.py:1);handle (intake/svc.py:10);query (sqlalchemy/orm/session.py:5) 30\n"
+        "main (intake/bootstrap.py:1);handle (intake/svc.py:10);rank (matching/decision.py:7) 10\n"
+        "main (intake/bootstrap.py:1);idle (asyncio/base_events.py:2) 10\n"
     )
     s = summarise(path, duration=1.0)
     assert s["samples"] == 50
     assert s["busy_pct"] == 50.0
-    assert "main (app.py)" not in s["inclusive_pct"]  # in every stack: says nothing
-    assert s["inclusive_pct"]["handle (svc.py)"] == pytest.approx(80.0)
-    assert s["own_pct"]["query (db.py)"] == pytest.approx(60.0)
+    assert "main (intake/bootstrap.py)" not in s["project_inclusive_pct"]  # in every stack: says nothing
+    assert s["project_inclusive_pct"]["handle (intake/svc.py)"] == pytest.approx(80.0)
+    assert s["project_inclusive_pct"]["rank (matching/decision.py)"] == pytest.approx(20.0)
+    assert s["own_pct"]["query (sqlalchemy/orm/session.py)"] == pytest.approx(60.0)
+    assert s["own_by_package_pct"] == {"sqlalchemy": 60.0, "rujukan": 20.0, "python": 20.0}
