@@ -276,8 +276,8 @@ class ChaosStack:
         must: list[str] = ["intake", "matching", "notify", "postgres"]
         self.rng.shuffle(must)
         # Redis runs with everysec (and loses its tail on a power cut) until it is restarted
-        # with always; from then on its crashes lose nothing acknowledged. In that order, at
-        # random places among the others.
+        # with always, whose crash loses nothing acknowledged; in that order, at random
+        # places among the others. Further Redis crashes alternate between the two.
         for i, fault in enumerate(["redis-power-loss", "redis-switch-to-always", "redis"]):
             lo = must.index(["redis-power-loss", "redis-switch-to-always"][i - 1]) + 1 if i else 0
             must.insert(self.rng.randint(lo, len(must)), fault)
@@ -305,6 +305,8 @@ class ChaosStack:
             self.crash_redis(power_loss=mode == "everysec")
             if fault == "redis-switch-to-always":
                 mode = "always"
+            elif fault == "redis":  # later crashes alternate: a long soak sees both, many times
+                mode = "everysec" if mode == "always" else "always"
             await asyncio.sleep(down)
             self.start_redis(mode)
         else:
