@@ -43,6 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await rt.close()
+            await mailer.close()  # after the delivery worker stopped: no mail in flight
 
     app = FastAPI(title="Rujukan notify", version="1", lifespan=lifespan,
                   description="Deliveries to receiving social workers and facilitators.")
