@@ -4,12 +4,19 @@ credential every endpoint but health needs."""
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as SATimeoutError
+
+log = logging.getLogger("rujukan.http")
 
 
 def _field(loc: tuple[Any, ...] | list[Any]) -> str:
@@ -31,6 +38,21 @@ def install_error_handlers(app: FastAPI) -> None:
             for e in exc.errors()
         ]
         return JSONResponse(status_code=422, content={"detail": errors})
+
+    async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
+        # The database or Redis away (a restart, a failover) is not the caller's fault and
+        # not a bug: say so with 503 and when to retry, and log one line, not a traceback.
+        from shared.streams import is_transient
+
+        if not is_transient(exc):
+            raise exc  # a bug: the server logs it with its traceback and answers 500
+        log.warning("%s %s: dependency unavailable (%s)", request.method, request.url.path, type(exc).__name__)
+        return JSONResponse(status_code=503, headers={"Retry-After": "2"},
+                            content={"detail": "temporarily unavailable; retry shortly"})
+
+    # Registered per class (not for Exception) so that Starlette answers without re-raising.
+    for cls in (DBAPIError, SATimeoutError, OSError, RedisConnectionError, RedisTimeoutError):
+        app.add_exception_handler(cls, _unavailable)  # type: ignore[arg-type]
 
 
 _bearer = HTTPBearer(auto_error=False)

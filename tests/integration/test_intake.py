@@ -195,3 +195,23 @@ async def test_a_referral_committed_while_redis_is_down_is_published_later(
     await live.aclose()
     await dead.aclose()
     await engine.dispose()
+
+
+async def test_database_away_answers_503_with_retry_after_and_no_traceback(
+    redis_url: str, redis: Any, postgres_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = postgres_server.create_database("t_unavailable")
+    app = create_app(settings(url, redis_url))
+    async with running(app) as client:
+        assert (await client.post("/v1/referrals", json=body("UP-1"), headers=AUTH)).status_code == 202
+        # The database goes away under the running service (a failover, a restart):
+        # the service layer's sessions now lead to a port where nothing listens.
+        from sqlalchemy.engine import make_url
+
+        dead = make_engine(make_url(url).set(port=1).render_as_string(hide_password=False))
+        app.state.intake.sessions = sessions(dead)
+        r = await client.post("/v1/referrals", json=body("DOWN-1"), headers=AUTH)
+        assert r.status_code == 503, r.text
+        assert r.headers["retry-after"] == "2"
+        assert "Siti" not in caplog.text and "Traceback" not in caplog.text
+        await dead.dispose()
