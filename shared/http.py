@@ -52,7 +52,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     # Registered per class (not for Exception) so that Starlette answers without re-raising.
     for cls in (DBAPIError, SATimeoutError, OSError, RedisConnectionError, RedisTimeoutError):
-        app.add_exception_handler(cls, _unavailable)  # type: ignore[arg-type]
+        app.add_exception_handler(cls, _unavailable)
 
 
 _bearer = HTTPBearer(auto_error=False)
