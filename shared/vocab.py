@@ -122,6 +122,11 @@ REASON_LABELS: dict[str, tuple[str, str]] = {
     "duplicate": ("rujukan ganda", "duplicate referral"),
     "entered_in_error": ("salah input", "entered in error"),
     "other": ("alasan lain", "other reason"),
+    # Why matching could not apply a receiver's response (referral.response_refused).
+    "hold_expired": ("batas waktu sudah habis", "the hold had already expired"),
+    "cancelled": ("rujukan sudah dibatalkan", "the referral was already cancelled"),
+    "not_current": ("usulan tidak berlaku lagi", "the proposal is no longer current"),
+    "invalid_transition": ("tidak sesuai tahap rujukan", "out of turn for the referral's stage"),
 }
 
 

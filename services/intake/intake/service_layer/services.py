@@ -259,7 +259,7 @@ def timeline_step(data: EventData) -> tuple[str, str, ReferralStatus | None, str
     if isinstance(data, ReferralStatusChanged):
         return status_step(data)
     if isinstance(data, ReferralResponseRefused):
-        why_id, why_en = REFUSALS.get(data.reason_code, (data.reason_code, data.reason_code))
+        why_id, why_en = reason_label(data.reason_code)
         return (data.referral_id, "response_refused", None, f"receiver:{data.responder_contact_id}",
                 f"Tanggapan '{data.response}' dari penerima tidak diterapkan: {why_id}",
                 f"The receiver's '{data.response}' was not applied: {why_en}")
@@ -273,13 +273,6 @@ def timeline_step(data: EventData) -> tuple[str, str, ReferralStatus | None, str
     return None
 
 
-# Why matching could not apply a receiver's response.
-REFUSALS = {
-    "hold_expired": ("batas waktu sudah habis", "the hold had already expired"),
-    "cancelled": ("rujukan sudah dibatalkan", "the referral was already cancelled"),
-    "not_current": ("usulan tidak berlaku lagi", "the proposal is no longer current"),
-    "invalid_transition": ("tidak sesuai tahap rujukan", "out of turn for the referral's stage"),
-}
 # What notify sent to the receiver, by kind.
 NOTICES = {
     "proposal": ("Pemberitahuan usulan rujukan", "The proposal"),

@@ -62,12 +62,6 @@ NOTICES: dict[str, tuple[str, str, str, str]] = {
         "See its current status in your Rujukan inbox.",
     ),
 }
-REFUSAL_LABELS = {
-    "hold_expired": ("batas waktu sudah habis", "the hold had already expired"),
-    "cancelled": ("rujukan sudah dibatalkan", "the referral was already cancelled"),
-    "not_current": ("usulan tidak berlaku lagi", "the proposal is no longer current"),
-    "invalid_transition": ("tidak sesuai tahap rujukan", "out of turn for the referral's stage"),
-}
 
 
 def notice(kind: str, *, referral_id: str, organization_name: str, service_name: str, pmks_category: str,
@@ -75,7 +69,7 @@ def notice(kind: str, *, referral_id: str, organization_name: str, service_name:
     """(subject, body) of a notice that closes a proposal; no personal data, like the proposal."""
     cat = categories().get(pmks_category)
     headline_id, action_id, headline_en, action_en = NOTICES[kind]
-    reason_id, reason_en = REFUSAL_LABELS.get(reason_code or "") or reason_label(reason_code)
+    reason_id, reason_en = reason_label(reason_code)
     topic = {"hold_expired": "Batas waktu habis", "cancelled": "Rujukan dibatalkan",
              "response_refused": "Tanggapan tidak diterapkan"}[kind]
     prefix = f"[{URGENCY_ID[urgency].upper()}] " if urgency != "routine" else ""
