@@ -57,10 +57,15 @@ def rows(r: dict[str, Any]) -> list[dict[str, Any]]:
         out.append(_row("pipeline: drain throughput", value, "referrals/s", ref_drain,
                         f">= {PIPELINE_SHARE_TARGET:.0%} of reference",
                         None if share is None else share >= PIPELINE_SHARE_TARGET,
-                        f"{pipe['drain']['completed']} referrals, {pipe.get('mails_received', '?')} mails in the run"))
+                        f"{pipe['drain']['completed']} referrals drained; the stage sent "
+                        f"{pipe.get('referrals_submitted', '?')} referrals in all and the SMTP sink accepted "
+                        f"{pipe.get('mails_received', '?')} mails"))
         for rate, p in (pipe.get("paced") or {}).items():
             ref = ref_paced.get(rate, {})
-            note = "" if p.get("sustained") else f"not sustained: stopped after {p.get('sent')} of {p.get('planned')}"
+            note = "" if p.get("sustained") else (
+                f"not sustained: {p.get('achieved_per_s')}/s came out"
+                + (f"; sending stopped after {p.get('sent')} of {p.get('planned')}"
+                   if p.get("sent") != p.get("planned") else ""))
             out.append(_row(f"pipeline: p50 at {rate}/s", p.get("p50_ms"), "ms", ref.get("p50_ms"), note=note))
             is_target = rate == PIPELINE_P99_TARGET_RATE
             met = None
@@ -68,6 +73,13 @@ def rows(r: dict[str, Any]) -> list[dict[str, Any]]:
                 met = bool(p.get("sustained")) and p["p99_ms"] <= PIPELINE_P99_TARGET_MS
             out.append(_row(f"pipeline: p99 at {rate}/s", p.get("p99_ms"), "ms", ref.get("p99_ms"),
                             f"<= {PIPELINE_P99_TARGET_MS:g} ms" if is_target else "", met, note))
+        half = pipe.get("paced_half_capacity")
+        if half:
+            ref = ref_paced.get("100", {})
+            note = f"{half.get('sent')} referrals" + ("" if half.get("sustained") else "; not sustained")
+            for q in ("p50", "p99"):
+                out.append(_row(f"pipeline: {q} at {half['rate_per_s']:g}/s (half its capacity)",
+                                half.get(f"{q}_ms"), "ms", ref.get(f"{q}_ms"), note=note + "; reference at 100/s"))
     elif "error" in pipe:
         out.append(_row("pipeline", None, "", note=pipe["error"]))
 
