@@ -73,7 +73,21 @@ def local_environment(spec: AppSpec, var: Path, redis_url: str, smtp_url: str,
         out["SMTP_URL"] = smtp_url
     if "ENCRYPTION_KEYS" in out:
         out["ENCRYPTION_KEYS"] = env.get("ENCRYPTION_KEYS") or _local_key(var)
+    if "RECEIVER_GRANT_SECRET" in out:
+        out["RECEIVER_GRANT_SECRET"] = env.get("RECEIVER_GRANT_SECRET") or _local_secret(var)
     return out
+
+
+def _local_secret(var: Path) -> str:
+    """The receivers' grant secret shared by intake and notify, made once per ./var."""
+    import secrets
+
+    path = var / "secrets" / "receiver_grant_secret"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
 
 
 def _local_key(var: Path) -> str:
@@ -126,6 +140,11 @@ class Stack:
     def _spawn(self, name: str) -> None:
         spec = self.specs[name]
         env = {**self.env, **local_environment(spec, self.var, self.redis_url, self.smtp_url, self.env)}
+        # Links in mails point at where the services really listen here.
+        if "PUBLIC_URL" in env:
+            env["PUBLIC_URL"] = f"http://127.0.0.1:{self.port(name)}"
+        if "INTAKE_PUBLIC_URL" in env:
+            env["INTAKE_PUBLIC_URL"] = f"http://127.0.0.1:{self.port('intake')}"
         cmd = [sys.executable if c == "python" else c for c in spec.command]
         out: Any = None
         if self.log_dir is not None:

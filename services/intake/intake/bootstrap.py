@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from intake.adapters.crypto import FieldCipher
 from intake.adapters.orm import Outbox
-from intake.entrypoints import http
+from intake.entrypoints import http, receivers
 from intake.service_layer.services import Intake
 from intake.settings import Settings
 from shared.http import install_error_handlers
@@ -34,7 +34,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         intake = Intake(rt.sessions, cipher, relay)
         if settings.demo_api_key:
             await intake.ensure_agency(DEMO_AGENCY_ID, "Demo agency (UPTD PPA)", settings.demo_api_key)
-        app.state.runtime, app.state.intake = rt, intake
+        app.state.runtime, app.state.intake, app.state.settings = rt, intake, settings
         rt.workers.start(relay)
         rt.consume("intake", intake.apply)
         try:
@@ -48,6 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health_router())
     app.include_router(ops_router())
     app.include_router(http.router)
+    app.include_router(receivers.router)
     return app
 
 

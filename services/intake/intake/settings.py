@@ -12,3 +12,6 @@ class Settings(ServiceSettings):
     encryption_keys: str = ""
     # The demo agency's API key; when set, the agency "demo" is created or updated at start.
     demo_api_key: str | None = None
+    # Shared with notify: verifies the grants with which a receiver reads the personal data
+    # of a referral it accepted (shared/grants.py). Unset: receivers cannot read it here.
+    receiver_grant_secret: str = ""

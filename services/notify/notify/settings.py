@@ -16,3 +16,8 @@ class Settings(ServiceSettings):
     # token in a proposal mail stays valid.
     public_url: str = "http://127.0.0.1:8003"
     inbox_token_days: float = 30.0
+    # Shared with intake: signs the grants with which a receiver reads, at intake, the
+    # personal data of a referral it accepted; and where intake answers.
+    receiver_grant_secret: str = ""
+    intake_public_url: str = "http://127.0.0.1:8001"
+    receiver_grant_minutes: float = 30.0

@@ -237,6 +237,8 @@ class Intake:
                     "service_id": data.service_id, "service_name": data.service_name,
                     "organization_name": data.organization_name, "resource_kind": data.resource_kind,
                     "hold_expires_at": data.hold_expires_at.isoformat() if data.hold_expires_at else None,
+                    # Who may read the person's details once they accept (see sharing.py).
+                    "recipient_contact_ids": [r.contact_id for r in data.recipients],
                 }
         s.add(TimelineEntry(
             referral_id=referral_id, event_id=env.id, at=env.time, kind=kind,

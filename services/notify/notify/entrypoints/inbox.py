@@ -16,6 +16,7 @@ from notify.adapters.orm import Proposal, RecipientToken
 from notify.adapters.orm import Response as ResponseRow
 from notify.entrypoints.http import admin
 from notify.service_layer.inbox import Conflict, Inbox, NotFound
+from shared.grants import sign
 from shared.http import BearerToken, unauthorized
 from shared.vocab import DeclineReason, Outcome
 
@@ -104,12 +105,24 @@ async def list_proposals(who: RecipientDep, inbox: InboxDep,
 
 
 @router.get("/inbox/{proposal_id}", tags=["inbox"])
-async def get_proposal(proposal_id: str, who: RecipientDep, inbox: InboxDep) -> dict[str, Any]:
+async def get_proposal(proposal_id: str, who: RecipientDep, inbox: InboxDep, request: Request) -> dict[str, Any]:
     try:
         p, responses = await inbox.proposal(who.contact_id, proposal_id)
     except NotFound:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such proposal in your inbox") from None
-    return proposal_view(p, responses)
+    view = proposal_view(p, responses)
+    settings = request.app.state.settings
+    if p.status in ("accepted", "in_progress") and settings.receiver_grant_secret:
+        # The person's details are read at intake, never copied here: a short-lived grant
+        # for this receiver and this referral, which intake checks and records.
+        grant, expires = sign(settings.receiver_grant_secret, referral_id=p.referral_id,
+                              decision_id=p.decision_id, contact_id=who.contact_id,
+                              ttl=timedelta(minutes=settings.receiver_grant_minutes))
+        view["personal_data"] = {
+            "url": f"{settings.intake_public_url.rstrip('/')}/v1/receivers/referrals/{p.referral_id}",
+            "authorization": f"Bearer {grant}", "expires_at": expires.isoformat(),
+        }
+    return view
 
 
 @router.post("/inbox/{proposal_id}/responses", status_code=status.HTTP_202_ACCEPTED, tags=["inbox"])
