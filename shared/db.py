@@ -4,16 +4,20 @@ tables every service has — the transactional outbox and the processed-events i
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import DateTime, Index, Integer, MetaData, String, Text, TypeDecorator, event
+from sqlalchemy import DateTime, Index, Integer, MetaData, String, Text, TypeDecorator, event, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
 
 from shared.events import utcnow
+
+if TYPE_CHECKING:
+    from shared.streams import Message
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -199,3 +203,19 @@ def run_alembic_env(target_metadata: MetaData) -> None:
         await engine.dispose()
 
     asyncio.run(main())
+
+
+async def first_time(session: AsyncSession, model: type, messages: Sequence[Message]) -> list[Message]:
+    """The messages of a batch whose events this service has not processed yet, in order,
+    each recorded in the inbox table within the caller's transaction (so the record and the
+    effect commit together). Duplicates within the batch count once."""
+    ids = [m.envelope.id for m in messages]
+    seen = set((await session.scalars(select(model.event_id).where(model.event_id.in_(ids)))).all())  # type: ignore[attr-defined]
+    fresh: list[Message] = []
+    for m in messages:
+        if m.envelope.id in seen:
+            continue
+        seen.add(m.envelope.id)
+        session.add(model(event_id=m.envelope.id, event_type=m.envelope.type))
+        fresh.append(m)
+    return fresh

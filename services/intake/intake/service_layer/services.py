@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from intake.adapters.crypto import FieldCipher
 from intake.adapters.orm import Agency, Outbox, ProcessedEvent, Referral, TimelineEntry
 from intake.domain.model import ReferralRequest, may_move
+from shared.db import first_time
 from shared.events import (
     Envelope,
     EventData,
@@ -208,14 +209,7 @@ class Intake:
     async def apply(self, messages: list[Message]) -> None:
         """Apply a batch of events in one transaction; each event takes effect once."""
         async with self.sessions() as s, s.begin():
-            ids = [m.envelope.id for m in messages]
-            seen = set((await s.scalars(select(ProcessedEvent.event_id)
-                                        .where(ProcessedEvent.event_id.in_(ids)))).all())
-            for m in messages:
-                if m.envelope.id in seen:
-                    continue
-                seen.add(m.envelope.id)
-                s.add(ProcessedEvent(event_id=m.envelope.id, event_type=m.envelope.type))
+            for m in await first_time(s, ProcessedEvent, messages):
                 await self._apply_one(s, m.envelope, m.data)
 
     async def _apply_one(self, s: AsyncSession, env: Envelope, data: EventData) -> None:

@@ -32,6 +32,7 @@ from matching.adapters.orm import (
 from matching.domain.decision import EXCLUSIONS, ReferralFacts, Verdict, rank, why_lower
 from matching.service_layer import seats
 from matching.service_layer.shortlist import describe, shortlist
+from shared.db import first_time
 from shared.events import (
     Candidate,
     Envelope,
@@ -116,15 +117,8 @@ class Matching:
         """Apply a batch of events in one transaction; each event takes effect once."""
         freed: set[str] = set()
         async with self.sessions() as s, s.begin():
-            ids = [m.envelope.id for m in messages]
-            seen = set((await s.scalars(select(ProcessedEvent.event_id)
-                                        .where(ProcessedEvent.event_id.in_(ids)))).all())
             out: list[Envelope] = []
-            for m in messages:
-                if m.envelope.id in seen:
-                    continue
-                seen.add(m.envelope.id)
-                s.add(ProcessedEvent(event_id=m.envelope.id, event_type=m.envelope.type))
+            for m in await first_time(s, ProcessedEvent, messages):
                 out.extend(await self._apply(s, m.data, freed))
             add_events(s, Outbox, out)
         if out:

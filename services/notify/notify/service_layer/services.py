@@ -21,6 +21,7 @@ from notify.adapters.mailer import Mailer
 from notify.adapters.orm import Delivery, Outbox, ProcessedEvent
 from notify.domain.messages import access_section, proposal
 from notify.service_layer.inbox import apply_closed_loop, mint_token, record_proposal, urgent_of
+from shared.db import first_time
 from shared.events import Envelope, NotificationFailed, NotificationSent, ReferralMatched, new_id, utcnow
 from shared.outbox import OutboxRelay, add_events
 from shared.streams import Message
@@ -50,14 +51,7 @@ class Notify:
         created = 0
         urgent = False
         async with self.sessions() as s, s.begin():
-            ids = [m.envelope.id for m in messages]
-            seen = set((await s.scalars(select(ProcessedEvent.event_id)
-                                        .where(ProcessedEvent.event_id.in_(ids)))).all())
-            for m in messages:
-                if m.envelope.id in seen:
-                    continue
-                seen.add(m.envelope.id)
-                s.add(ProcessedEvent(event_id=m.envelope.id, event_type=m.envelope.type))
+            for m in await first_time(s, ProcessedEvent, messages):
                 if isinstance(m.data, ReferralMatched):
                     created += await self._deliveries_for(s, m.data)
                     await record_proposal(s, m.data)
