@@ -48,7 +48,12 @@ log = logging.getLogger("rujukan.outbox")
 
 def add_events(session: AsyncSession, model: type, envelopes: Sequence[Envelope]) -> None:
     for env in envelopes:
-        session.add(model(event_id=env.id, event_type=env.type, envelope=env.model_dump_json()))
+        session.add(model(**outbox_row(env)))
+
+
+def outbox_row(env: Envelope) -> dict[str, str]:
+    """An outbox row's values, for a plain INSERT on a hot path (created_at is the column's default)."""
+    return {"event_id": env.id, "event_type": env.type, "envelope": env.model_dump_json()}
 
 
 def watermark_key(service: str) -> str:
