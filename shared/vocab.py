@@ -13,6 +13,13 @@ class SupportType(StrEnum):
     network = "network"
 
 
+# How a social worker reads each support type in Bahasa Indonesia.
+SUPPORT_TYPE_ID: dict[str, str] = {
+    "emotional": "emosional", "esteem": "penghargaan diri", "instrumental": "bantuan praktis",
+    "informational": "informasi", "network": "jejaring sosial",
+}
+
+
 class Urgency(StrEnum):
     routine = "routine"
     priority = "priority"

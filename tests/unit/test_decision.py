@@ -216,7 +216,7 @@ def test_equally_good_services_take_turns_across_referrals() -> None:
 def test_reasons_read_like_the_issue_in_both_languages() -> None:
     v = evaluate(facts(), svc("ppa", areas=("12.71",)))
     assert "; ".join(v.reasons_id) == ("melayani korban tindak kekerasan; wilayah Kota Medan; "
-                                       "dukungan emotional (1 dari 1 kebutuhan); bahasa id; kursi tersedia 3/12")
+                                       "dukungan emosional (1 dari 1 kebutuhan); bahasa id; kursi tersedia 3/12")
     assert "serves korban tindak kekerasan".split()[0] in v.reasons_en[0]
     assert v.reasons_en[-1] == "seats available 3/12"
 

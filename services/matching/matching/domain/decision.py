@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from shared import regions
 from shared.pmks import categories
-from shared.vocab import PROFESSIONAL_KINDS, Gender, Modality, is_urgent, parse_age_band
+from shared.vocab import PROFESSIONAL_KINDS, SUPPORT_TYPE_ID, Gender, Modality, is_urgent, parse_age_band
 
 
 @dataclass(frozen=True)
@@ -234,7 +234,8 @@ def explain(v: Verdict) -> tuple[list[str], list[str]]:
         ens.append("online service")
     if v.covered:
         wanted = len(set(f.needs))
-        ids.append(f"dukungan {', '.join(v.covered)} ({len(v.covered)} dari {wanted} kebutuhan)")
+        covered_id = ", ".join(SUPPORT_TYPE_ID.get(c, c) for c in v.covered)
+        ids.append(f"dukungan {covered_id} ({len(v.covered)} dari {wanted} kebutuhan)")
         ens.append(f"support: {', '.join(v.covered)} ({len(v.covered)} of {wanted} needs)")
     ids.append(f"bahasa {', '.join(v.shared_languages)}")
     ens.append(f"language {', '.join(v.shared_languages)}")
