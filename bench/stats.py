@@ -36,7 +36,9 @@ def cpu_seconds(pid: int, with_children: bool = False) -> float:
     tick = os.sysconf("SC_CLK_TCK")
     if not with_children:
         return _proc_cpu(pid, tick)
-    total = 0.0
+    # Children that exited (a pooled connection closed, its backend gone) were added to the
+    # parent's cutime/cstime when it reaped them: count those too.
+    total = _proc_cpu(pid, tick, reaped_children=True) - _proc_cpu(pid, tick)
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -50,10 +52,11 @@ def cpu_seconds(pid: int, with_children: bool = False) -> float:
     return total
 
 
-def _proc_cpu(pid: int, tick: int) -> float:
+def _proc_cpu(pid: int, tick: int, reaped_children: bool = False) -> float:
     try:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / tick
+    own = int(fields[11]) + int(fields[12])  # utime, stime
+    return (own + (int(fields[13]) + int(fields[14]) if reaped_children else 0)) / tick  # + cutime, cstime

@@ -81,3 +81,17 @@ def test_profile_summary_counts_inclusive_and_own_time(tmp_path: Path) -> None:
     assert s["project_inclusive_pct"]["rank (matching/decision.py)"] == pytest.approx(20.0)
     assert s["own_pct"]["query (sqlalchemy/orm/session.py)"] == pytest.approx(60.0)
     assert s["own_by_package_pct"] == {"sqlalchemy": 60.0, "rujukan": 20.0, "python": 20.0}
+
+
+def test_cpu_of_children_counts_those_that_exited() -> None:
+    import os
+    import subprocess
+    import sys
+
+    from bench.stats import cpu_seconds
+
+    before = cpu_seconds(os.getpid(), with_children=True)
+    # A child that works, exits and is reaped (as a closed connection's backend is).
+    subprocess.run([sys.executable, "-c", "sum(i * i for i in range(3_000_000))"], check=True)
+    assert cpu_seconds(os.getpid(), with_children=True) - before > 0.05
+    assert cpu_seconds(os.getpid()) <= cpu_seconds(os.getpid(), with_children=True)
