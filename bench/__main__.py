@@ -33,7 +33,7 @@ from bench.profile import Recording, py_spy
 from bench.report import print_table, rows, targets
 from bench.smtp_sink import SmtpSink
 from bench.stack import DEMO_API_KEY, Services
-from bench.stats import cpu_seconds
+from bench.stats import cpu_seconds, machine_cpu, machine_load
 from bench.workload import load_directory, make_directory
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -306,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _stage(name: str, fn: Any) -> dict[str, Any]:
     log(f"--- {name} ---")
-    t0 = time.monotonic()
+    t0, cpu0 = time.monotonic(), machine_cpu()
     try:
         out: dict[str, Any] = fn()
     except KeyboardInterrupt:
@@ -315,6 +315,8 @@ def _stage(name: str, fn: Any) -> dict[str, Any]:
         traceback.print_exc()
         out = {"error": f"{type(e).__name__}: {e}"}
     out["stage_seconds"] = round(time.monotonic() - t0, 1)
+    # Everyone's use of the machine during the stage: other people's tests show here.
+    out["machine_cpu"] = machine_load(cpu0, machine_cpu())
     return out
 
 

@@ -134,6 +134,13 @@ def print_table(r: dict[str, Any]) -> None:
     print(f"Against PostgreSQL {pg.get('version', '?').split(' ')[0]} as in compose (fsync={pg.get('fsync')}, "
           f"synchronous_commit={pg.get('synchronous_commit')}, full_page_writes={pg.get('full_page_writes')}) and "
           f"{rd.get('version', 'redis').split(' sha')[0]} (appendonly, appendfsync=everysec), both the bench's own.")
+    stages = [(name, r[name].get("machine_cpu")) for name in ("reference", "pipeline", "matching")
+              if isinstance(r.get(name), dict)]
+    stages += [(f"intake {k.replace('workers_', '')}w", v.get("machine_cpu"))
+               for k, v in sorted((r.get("intake") or {}).items())]
+    busy = ", ".join(f"{n} {c['busy_pct']:.0f}% (steal {c['steal_pct']:.0f}%)" for n, c in stages if c)
+    if busy:
+        print(f"Machine CPU busy during each stage, everyone's work included: {busy}")
     print("Ratio = figure / reference measured in the same run (see bench/README.md).")
     header = ("figure", "value", "unit", "reference", "ratio", "target", "met")
     table = [header] + [(row["figure"], _fmt(row["value"]), row["unit"], _fmt(row["reference"]), _fmt(row["ratio"]),

@@ -60,3 +60,22 @@ def _proc_cpu(pid: int, tick: int, reaped_children: bool = False) -> float:
         return 0.0
     own = int(fields[11]) + int(fields[12])  # utime, stime
     return (own + (int(fields[13]) + int(fields[14]) if reaped_children else 0)) / tick  # + cutime, cstime
+
+
+def machine_cpu() -> tuple[float, float, float]:
+    """(busy, steal, total) jiffies of the whole machine so far, from /proc/stat."""
+    with open("/proc/stat") as f:
+        values = [int(x) for x in f.readline().split()[1:]]
+    user, nice, system, idle, iowait, irq, softirq, steal = (values + [0] * 8)[:8]
+    busy = user + nice + system + irq + softirq
+    return float(busy), float(steal), float(busy + idle + iowait + steal)
+
+
+def machine_load(before: tuple[float, float, float], after: tuple[float, float, float]) -> dict[str, float]:
+    """How busy all the machine's CPUs were between two machine_cpu() readings (everyone's
+    work, the bench's and other people's), and how much time the hypervisor took (steal)."""
+    total = after[2] - before[2]
+    if total <= 0:
+        return {"busy_pct": 0.0, "steal_pct": 0.0}
+    return {"busy_pct": round(100 * (after[0] - before[0]) / total, 1),
+            "steal_pct": round(100 * (after[1] - before[1]) / total, 1)}
