@@ -14,11 +14,11 @@ import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from notify.adapters.mailer import Mailer
-from notify.adapters.orm import Delivery, Outbox, ProcessedEvent
+from notify.adapters.orm import Delivery, Outbox, ProcessedEvent, RecipientToken
 from notify.domain.messages import access_section, proposal
 from notify.service_layer.inbox import apply_closed_loop, mint_token, record_proposal, urgent_of
 from shared.db import first_time
@@ -38,6 +38,8 @@ class Notify:
     max_attempts: int = 8
     poll_interval_s: float = 2.0
     claim_lease_s: float = 60.0
+    # Sends recorded per transaction; also the most mails a crash can send twice.
+    record_every: int = 10
     # Where recipients answer (shown in the proposal mail), and how long a mailed token lasts.
     public_url: str = "http://127.0.0.1:8003"
     token_ttl: timedelta = timedelta(days=30)
@@ -104,80 +106,150 @@ class Notify:
                 pass
 
     async def deliver_due(self, limit: int = 50) -> int:
-        """Send what is due, urgent first. Returns how many were attempted. A round of
-        routine mail gives way as soon as an urgent delivery is queued (the caller's next
-        round starts with it), so a crisis never waits behind a batch of routine mail."""
+        """Send what is due, urgent first. Returns how many were attempted.
+
+        A round costs one transaction to claim its deliveries (one conditional UPDATE that
+        moves their next attempt past a lease, with their inbox tokens minted alongside),
+        the mails over the one SMTP session, and one transaction per `record_every` mails
+        to record them (sent rows with their `notification.sent` events, or failures with
+        backoff). A crash after a mail is sent and before its chunk is recorded sends those
+        mails again when the lease runs out, each with the same Message-ID, so the window
+        is at most `record_every` duplicate mails (1 = one mail, as when every mail had
+        its own transaction).
+
+        A round of routine mail gives way as soon as an urgent delivery is queued: what it
+        sent is recorded, what it claimed but did not send is released (due at once, its
+        unmailed tokens deleted), and the caller's next round starts with the urgent one."""
         self._urgent_queued.clear()
-        async with self.sessions() as s:
-            due = list((await s.scalars(
-                select(Delivery).where(Delivery.state == "pending", Delivery.next_attempt_at <= utcnow())
-                .order_by(Delivery.urgent.desc(), Delivery.created_at).limit(limit))).all())
-        for i, d in enumerate(due):
-            if self._stopping.is_set():
-                break
-            if self._urgent_queued.is_set() and not d.urgent:
-                return max(i, 1)
-            if not await self._claim(d.id):
-                continue  # another replica is sending it
-            try:
-                body = d.body
-                if d.kind == "proposal":
-                    body += await self._access(d)
-                await self.mailer.send(message_id=d.id, to=d.email, subject=d.subject, body=body,
-                                       urgent=d.urgent)
-                error = None
-            except Exception as e:
-                error = f"{type(e).__name__}: {e}"[:500]
-            await self._record(d.id, error)
-        return len(due)
+        round_ = await self._claim_round(limit)
+        done: list[tuple[_Claimed, str | None]] = []
+        try:
+            for i, d in enumerate(round_):
+                if self._stopping.is_set() or (self._urgent_queued.is_set() and not d.urgent):
+                    await self._release(round_[i:])
+                    return max(i, 1)
+                try:
+                    await self.mailer.send(message_id=d.id, to=d.email, subject=d.subject, body=d.body,
+                                           urgent=d.urgent)
+                    error = None
+                except Exception as e:
+                    error = f"{type(e).__name__}: {e}"[:500]
+                done.append((d, error))
+                if len(done) >= self.record_every:
+                    await self._record(done)
+                    done = []
+        finally:
+            if done:
+                await self._record(done)
+        return len(round_)
 
-    async def _access(self, d: Delivery) -> str:
-        """The recipient's way to answer: a fresh personal token, minted now so that only
-        the mail ever holds it (the database keeps its hash)."""
-        expires_at = utcnow() + self.token_ttl
-        async with self.sessions() as s, s.begin():
-            _, token = await mint_token(s, d.recipient_contact_id, "mail", expires_at)
-        return access_section(f"{self.public_url.rstrip('/')}/v1/inbox/{d.decision_id}", token, expires_at)
-
-    async def _claim(self, delivery_id: str) -> bool:
-        """Take a delivery for one send: its next attempt is moved past the send's timeout
-        in a conditional UPDATE, so a second replica (or round) does not send it too; if
-        this process dies mid-send, the delivery is due again when the lease runs out."""
+    async def _claim_round(self, limit: int) -> list[_Claimed]:
+        """Take up to `limit` due deliveries for one send each, urgent first: their next
+        attempt is moved past the send's timeout in one conditional UPDATE, so a second
+        replica (or round) does not send them too (on PostgreSQL rows another replica is
+        claiming are skipped, not waited for; a row claimed meanwhile fails the condition);
+        if this process dies mid-round, they are due again when the lease runs out. The
+        proposals' personal tokens are minted in the same transaction, so that only the
+        mail ever holds them (the database keeps their hash)."""
         now = utcnow()
+        due = (select(Delivery.id).where(Delivery.state == "pending", Delivery.next_attempt_at <= now)
+               .order_by(Delivery.urgent.desc(), Delivery.created_at).limit(limit)
+               .with_for_update(skip_locked=True))
+        expires_at = now + self.token_ttl
+        base = self.public_url.rstrip("/")
         async with self.sessions() as s, s.begin():
-            res = await s.execute(
-                update(Delivery).where(Delivery.id == delivery_id, Delivery.state == "pending",
+            rows = (await s.execute(
+                update(Delivery).where(Delivery.id.in_(due.scalar_subquery()), Delivery.state == "pending",
                                        Delivery.next_attempt_at <= now)
                 .values(next_attempt_at=now + timedelta(seconds=self.claim_lease_s))
-                .execution_options(synchronize_session=False))
-        return bool(res.rowcount)  # type: ignore[attr-defined]
+                .returning(Delivery.id, Delivery.referral_id, Delivery.decision_id, Delivery.recipient_contact_id,
+                           Delivery.kind, Delivery.email, Delivery.subject, Delivery.body, Delivery.urgent,
+                           Delivery.attempts, Delivery.created_at)
+                .execution_options(synchronize_session=False))).all()
+            claimed = []
+            for r in sorted(rows, key=lambda r: (not r.urgent, r.created_at)):
+                body, token_id = r.body, None
+                if r.kind == "proposal":
+                    token_id, token = await mint_token(s, r.recipient_contact_id, "mail", expires_at)
+                    body += access_section(f"{base}/v1/inbox/{r.decision_id}", token, expires_at)
+                claimed.append(_Claimed(id=r.id, referral_id=r.referral_id, decision_id=r.decision_id,
+                                        recipient_contact_id=r.recipient_contact_id, kind=r.kind, email=r.email,
+                                        subject=r.subject, body=body, urgent=r.urgent, attempts=r.attempts,
+                                        token_id=token_id))
+        return claimed
 
-    async def _record(self, delivery_id: str, error: str | None) -> None:
+    async def _release(self, unsent: list[_Claimed]) -> None:
+        """Give back what a round claimed but did not send: due at once, and the tokens
+        minted for those mails deleted (nobody holds them)."""
+        if not unsent:
+            return
         async with self.sessions() as s, s.begin():
-            d = await s.get(Delivery, delivery_id)
-            if d is None or d.state != "pending":
-                return
-            d.attempts += 1
-            event: NotificationSent | None = None
-            if error is None:
-                d.state, d.sent_at = "sent", utcnow()
-                event = NotificationSent(referral_id=d.referral_id, delivery_id=d.id, decision_id=d.decision_id,
-                                         recipient_contact_id=d.recipient_contact_id, kind=d.kind)
-                log.info("delivery %s sent (referral %s)", d.id, d.referral_id)
-            else:
-                d.last_error = error
-                if d.attempts >= self.max_attempts:
-                    d.state = "failed"
-                    event = NotificationFailed(referral_id=d.referral_id, delivery_id=d.id,
-                                               decision_id=d.decision_id, kind=d.kind,
-                                               recipient_contact_id=d.recipient_contact_id,
-                                               reason=f"gave up after {d.attempts} attempts: {error}")
-                    log.error("delivery %s failed for good: %s", d.id, error)
+            await s.execute(update(Delivery).where(Delivery.id.in_([d.id for d in unsent]),
+                                                   Delivery.state == "pending")
+                            .values(next_attempt_at=utcnow()).execution_options(synchronize_session=False))
+            tokens = [d.token_id for d in unsent if d.token_id]
+            if tokens:
+                await s.execute(delete(RecipientToken).where(RecipientToken.id.in_(tokens)))
+
+    async def _record(self, done: list[tuple[_Claimed, str | None]]) -> None:
+        """Record a chunk of sends in one transaction: the sent rows with their
+        `notification.sent` events, the failures with backoff (or given up on)."""
+        now = utcnow()
+        events: list[Envelope] = []
+        async with self.sessions() as s, s.begin():
+            sent = {d.id: d for d, error in done if error is None}
+            if sent:
+                marked = (await s.scalars(
+                    update(Delivery).where(Delivery.id.in_(list(sent)), Delivery.state == "pending")
+                    .values(state="sent", sent_at=now, attempts=Delivery.attempts + 1)
+                    .returning(Delivery.id).execution_options(synchronize_session=False))).all()
+                for delivery_id in marked:
+                    d = sent[delivery_id]
+                    events.append(Envelope.wrap(NotificationSent(
+                        referral_id=d.referral_id, delivery_id=d.id, decision_id=d.decision_id,
+                        recipient_contact_id=d.recipient_contact_id, kind=d.kind),
+                        source=SOURCE, subject=d.referral_id))
+                    log.info("delivery %s sent (referral %s)", d.id, d.referral_id)
+            for d, error in done:
+                if error is None:
+                    continue
+                attempts = d.attempts + 1
+                values: dict[str, object] = {"attempts": attempts, "last_error": error}
+                if attempts >= self.max_attempts:
+                    values["state"] = "failed"
                 else:
                     # Exponential backoff: 5 s, 10 s, 20 s, ... capped at 10 minutes.
-                    d.next_attempt_at = utcnow() + timedelta(seconds=min(5 * 2 ** (d.attempts - 1), 600))
-                    log.warning("delivery %s attempt %d failed: %s", d.id, d.attempts, error)
-            if event is not None:
-                add_events(s, Outbox, [Envelope.wrap(event, source=SOURCE, subject=d.referral_id)])
-        if event is not None:
+                    values["next_attempt_at"] = now + timedelta(seconds=min(5 * 2 ** (attempts - 1), 600))
+                res = await s.execute(update(Delivery).where(Delivery.id == d.id, Delivery.state == "pending")
+                                      .values(**values).execution_options(synchronize_session=False))
+                if not res.rowcount:  # type: ignore[attr-defined]
+                    continue
+                if attempts >= self.max_attempts:
+                    events.append(Envelope.wrap(NotificationFailed(
+                        referral_id=d.referral_id, delivery_id=d.id, decision_id=d.decision_id, kind=d.kind,
+                        recipient_contact_id=d.recipient_contact_id,
+                        reason=f"gave up after {attempts} attempts: {error}"), source=SOURCE, subject=d.referral_id))
+                    log.error("delivery %s failed for good: %s", d.id, error)
+                else:
+                    log.warning("delivery %s attempt %d failed: %s", d.id, attempts, error)
+            if events:
+                add_events(s, Outbox, events)
+        if events:
             self.relay.kick()
+
+
+@dataclass(frozen=True, slots=True)
+class _Claimed:
+    """A delivery taken for this round, with its mail's body complete (token included)."""
+
+    id: str
+    referral_id: str
+    decision_id: str
+    recipient_contact_id: str
+    kind: str
+    email: str
+    subject: str
+    body: str
+    urgent: bool
+    attempts: int
+    token_id: str | None
