@@ -196,6 +196,11 @@ async def load_directory(database_url: str, directory: Directory) -> None:
                 batch = [{k: v for k, v in row.items() if k in table.c} for row in rows[table.name]]
                 for i in range(0, len(batch), 5000):
                     await conn.execute(insert(table), batch[i:i + 5000])
+            # Written around write_records: move the directory version as it would, so that a
+            # running matcher's in-memory index is seen to be stale.
+            from matching.service_layer.directory import version_bump
+
+            await conn.execute(version_bump())
             if engine.dialect.name == "postgresql":
                 from sqlalchemy import text
 

@@ -101,6 +101,17 @@ class ServiceArea(Base):
     __table_args__ = (Index("ix_service_area_code", "region_code", "service_id"),)
 
 
+class DirectoryVersion(Base):
+    """One row whose `version` moves in the same transaction as every directory write
+    (service_layer.directory.write_records): each matching replica keeps its own in-memory
+    index of the directory and compares this number, one cheap read per decision, to know
+    whether the index is still the directory's. Seat counts are not part of it (read live)."""
+
+    __tablename__ = "directory_version"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
 # HSDS parts of a service. Their ids are HSDS ids, unique only within the service (the
 # official examples reuse one contact id across entities), hence (service_id, id) keys;
 # `position` keeps the order they were given in.

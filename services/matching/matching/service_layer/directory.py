@@ -23,6 +23,7 @@ from sqlalchemy.sql.base import ExecutableOption
 from matching.adapters.orm import (
     Attribute,
     Contact,
+    DirectoryVersion,
     Location,
     Organization,
     Schedule,
@@ -171,6 +172,8 @@ async def write_records(s: AsyncSession, records: Sequence[ServiceRecord]) -> li
     new = [r for r in records if r.id not in before]
     changed = [r for r in records if r.id in before and before[r.id].content_hash != hashes[r.id]]
     todo = new + changed
+    if todo:
+        await bump_version(s)
 
     await _upsert(s, Organization, {r.organization_id: _org_row(r.organization or OrganizationInfo(
         r.organization_id, r.organization_name)) for r in todo})
@@ -220,6 +223,17 @@ async def write_records(s: AsyncSession, records: Sequence[ServiceRecord]) -> li
             was is None or not was.active or now.seats_available > was.seats_available))
         out.append(Written(r.id, "updated" if was else "created", list(now.flags), woke))
     return out
+
+
+async def bump_version(s: AsyncSession) -> None:
+    """Tell every matching replica that its in-memory index is stale: in the writing
+    transaction, so the new version is seen exactly when the change is (and, on PostgreSQL,
+    concurrent directory writers queue on this one row)."""
+    await s.execute(version_bump().execution_options(synchronize_session=False))
+
+
+def version_bump() -> Any:  # an Update
+    return update(DirectoryVersion).where(DirectoryVersion.id == 1).values(version=DirectoryVersion.version + 1)
 
 
 async def upsert_service(s: AsyncSession, rec: ServiceRecord) -> bool:

@@ -31,6 +31,7 @@ from matching.adapters.orm import (
 )
 from matching.domain.decision import EXCLUSIONS, ReferralFacts, Verdict, rank, why_lower
 from matching.service_layer import seats
+from matching.service_layer.index import DirectoryIndex
 from matching.service_layer.shortlist import describe, shortlist
 from shared.db import first_time
 from shared.events import (
@@ -110,6 +111,9 @@ class Matching:
     _freed: set[str] = field(default_factory=set)
     # Where the periodic waitlist sweep goes on (per urgency): a safety net's bookmark only.
     _sweep_after: dict[bool, tuple[datetime, str] | None] = field(default_factory=dict)
+    # This replica's own in-memory index of the directory (checked against the directory
+    # version on every decision).
+    index: DirectoryIndex = field(default_factory=DirectoryIndex)
 
     # --- events ---------------------------------------------------------------------------
 
@@ -152,36 +156,42 @@ class Matching:
         report unmatched. `quiet`: a waitlist retry that changes nothing records nothing."""
         e = ReferralSubmitted.model_validate(case.facts)
         facts = facts_of(e)
-        found = await shortlist(s, facts)
         passed_by = (frozenset(case.declined_service_ids or []), frozenset(case.lapsed_service_ids or []))
-        ranking = rank(facts, found.views, *passed_by)
+        # The in-memory index answers when it can (see service_layer.index); should every
+        # candidate of its best tiers have lost its seat meanwhile, the exact database
+        # shortlist decides, as it always does for small directories and the waitlist.
+        fast = await self.index.shortlist(s, facts, *passed_by)
         decision_id = new_id()
         taken: set[str] = set()
         now = utcnow()
-        for verdict in ranking.chosen:
-            if not await seats.take(s, verdict.service.id):
-                taken.add(verdict.service.id)  # another referral took the last seat meanwhile
-                continue
-            svc = verdict.service
-            about = await describe(s, svc.id)
-            expires = now + (self.hold_urgent if facts.urgent else self.hold_routine)
-            s.add(SeatHold(id=new_id(), referral_id=case.referral_id, service_id=svc.id, decision_id=decision_id,
-                           state="held", expires_at=expires))
-            cands = candidate_list(verdict, ranking.chosen, ranking.excluded, taken)
-            case.state, case.current_decision_id, case.updated_at = "proposed", decision_id, now
-            s.add(Decision(id=decision_id, referral_id=case.referral_id, outcome="proposed", service_id=svc.id,
-                           reasons_id=verdict.reasons_id, reasons_en=verdict.reasons_en,
-                           candidates=[c.model_dump() for c in cands], trigger=trigger, created_at=now))
-            log.info("referral %s proposed to %s (%s)", case.referral_id, svc.id, trigger)
-            return [Envelope.wrap(ReferralMatched(
-                referral_id=case.referral_id, decision_id=decision_id, service_id=svc.id,
-                service_name=about.name, organization_name=about.organization_name,
-                resource_kind=svc.resource_kind, pmks_category=e.pmks_category,
-                region_code=e.region_code, urgency=e.urgency, risk_flags=e.risk_flags, hold_expires_at=expires,
-                reasons_id=verdict.reasons_id, reasons_en=verdict.reasons_en,
-                recipients=[Recipient(contact_id=about.contact_id, email=about.contact_email)],
-                candidates=cands,
-            ), source=SOURCE, subject=case.referral_id)]
+        for views in ([fast] if fast is not None else []) + [None]:
+            if views is None:
+                views = (await shortlist(s, facts)).views
+            ranking = rank(facts, views, *passed_by)
+            for verdict in ranking.chosen:
+                if not await seats.take(s, verdict.service.id):
+                    taken.add(verdict.service.id)  # another referral took the last seat meanwhile
+                    continue
+                svc = verdict.service
+                about = await describe(s, svc.id)
+                expires = now + (self.hold_urgent if facts.urgent else self.hold_routine)
+                s.add(SeatHold(id=new_id(), referral_id=case.referral_id, service_id=svc.id, decision_id=decision_id,
+                               state="held", expires_at=expires))
+                cands = candidate_list(verdict, ranking.chosen, ranking.excluded, taken)
+                case.state, case.current_decision_id, case.updated_at = "proposed", decision_id, now
+                s.add(Decision(id=decision_id, referral_id=case.referral_id, outcome="proposed", service_id=svc.id,
+                               reasons_id=verdict.reasons_id, reasons_en=verdict.reasons_en,
+                               candidates=[c.model_dump() for c in cands], trigger=trigger, created_at=now))
+                log.info("referral %s proposed to %s (%s)", case.referral_id, svc.id, trigger)
+                return [Envelope.wrap(ReferralMatched(
+                    referral_id=case.referral_id, decision_id=decision_id, service_id=svc.id,
+                    service_name=about.name, organization_name=about.organization_name,
+                    resource_kind=svc.resource_kind, pmks_category=e.pmks_category,
+                    region_code=e.region_code, urgency=e.urgency, risk_flags=e.risk_flags, hold_expires_at=expires,
+                    reasons_id=verdict.reasons_id, reasons_en=verdict.reasons_en,
+                    recipients=[Recipient(contact_id=about.contact_id, email=about.contact_email)],
+                    candidates=cands,
+                ), source=SOURCE, subject=case.referral_id)]
 
         # Nobody can take it now. If some were refused only for want of a seat, it waits; the
         # online services without a seat were left out of the shortlist: are any of them suitable?
@@ -189,7 +199,8 @@ class Matching:
             full_online = await shortlist(s, facts, full_online=True)
             extra = rank(facts, full_online.views, *passed_by)
             ranking.excluded += extra.excluded
-        full = [v for v in ranking.excluded if v.excluded_code == "full"]
+        # (a service taken by another referral during the first look is counted once)
+        full = [v for v in ranking.excluded if v.excluded_code == "full" and v.service.id not in taken]
         passed = [v for v in ranking.excluded if v.excluded_code in ("declined", "lapsed")]
         cands = candidate_list(None, ranking.chosen, ranking.excluded, taken)
         if full or taken:
