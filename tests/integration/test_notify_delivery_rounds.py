@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -131,5 +132,25 @@ async def test_a_round_giving_way_to_urgent_mail_gives_back_what_it_did_not_send
     finally:
         mailbox.on_message = None
         release.set()
+        await notify.mailer.close()
+        await engine.dispose()
+
+
+async def test_a_round_outliving_half_its_lease_gives_back_the_rest(database_url: str, mailbox: MailCatcher) -> None:
+    """A slow SMTP server: the round stops sending once half its lease is gone, so no mail
+    goes out under a lease another replica could already have taken over."""
+    await upgrade(database_url, MIGRATIONS)
+    engine = make_engine(database_url)
+    notify = Notify(sessions(engine), Relay(), Mailer(mailbox.url, FROM), claim_lease_s=1.0)  # type: ignore[arg-type]
+    mailbox.on_message = lambda _: time.sleep(0.6)
+    try:
+        await notify.handle([message(matched(f"ct-{i}", urgency="routine")) for i in range(3)])
+        assert await notify.deliver_due() == 1
+        assert len(mailbox.messages()) == 1
+        assert await scalar(notify, "SELECT count(*) FROM delivery WHERE state = 'sent'") == 1
+        assert await notify.deliver_due() == 1  # the rest was given back: due at once
+        assert await scalar(notify, "SELECT count(*) FROM delivery WHERE state = 'sent'") == 2
+    finally:
+        mailbox.on_message = None
         await notify.mailer.close()
         await engine.dispose()

@@ -33,7 +33,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await rt.start()
         relay = OutboxRelay(rt.sessions, Outbox, rt.redis, poll_interval_s=settings.outbox_poll_interval_s)
         notify = Notify(rt.sessions, relay, mailer, settings.mail_max_attempts, settings.mail_poll_interval_s,
-                        public_url=settings.public_url, token_ttl=timedelta(days=settings.inbox_token_days))
+                        public_url=settings.public_url, token_ttl=timedelta(days=settings.inbox_token_days),
+                        record_every=settings.mail_record_every)
         app.state.runtime, app.state.notify, app.state.settings = rt, notify, settings
         app.state.inbox = Inbox(rt.sessions, relay)
         rt.workers.start(relay)

@@ -2,8 +2,9 @@
 
 A delivery row is written in the same transaction as the event that caused it (one per
 decision, recipient and kind: the proposal, or a notice that closes it), and the mail is
-sent after commit by the delivery worker, urgent first. After a send, the row is marked
-sent together with the `notification.sent` event in the outbox. The recipients' inbox
+sent after commit by the delivery worker, urgent first, a round at a time (see
+`Notify.deliver_due`). Sends are recorded in chunks: the rows marked sent together with
+their `notification.sent` events in the outbox. The recipients' inbox
 (service_layer.inbox) is kept up to date from the same events.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -121,11 +123,16 @@ class Notify:
         sent is recorded, what it claimed but did not send is released (due at once, its
         unmailed tokens deleted), and the caller's next round starts with the urgent one."""
         self._urgent_queued.clear()
+        started = time.monotonic()
         round_ = await self._claim_round(limit)
         done: list[tuple[_Claimed, str | None]] = []
         try:
             for i, d in enumerate(round_):
-                if self._stopping.is_set() or (self._urgent_queued.is_set() and not d.urgent):
+                # The lease was taken for the whole round: past half of it (a slow or hanging
+                # SMTP server), the rest is given back rather than sent under a lease that
+                # may run out, when another replica could take it too.
+                if (self._stopping.is_set() or (self._urgent_queued.is_set() and not d.urgent)
+                        or time.monotonic() - started > self.claim_lease_s / 2):
                     await self._release(round_[i:])
                     return max(i, 1)
                 try:
