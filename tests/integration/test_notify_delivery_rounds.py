@@ -154,3 +154,48 @@ async def test_a_round_outliving_half_its_lease_gives_back_the_rest(database_url
         mailbox.on_message = None
         await notify.mailer.close()
         await engine.dispose()
+
+
+async def test_a_round_stopped_between_send_and_record_mails_that_one_again_with_its_message_id(
+    database_url: str, mailbox: MailCatcher,
+) -> None:
+    """The window the worker keeps: a mail accepted by the server whose sender stops before
+    recording it is mailed again when the lease runs out, with the same Message-ID (the
+    receiver's mail system can drop it); what was recorded is never mailed again."""
+    await upgrade(database_url, MIGRATIONS)
+    engine = make_engine(database_url)
+    notify = Notify(sessions(engine), Relay(), Mailer(mailbox.url, FROM), claim_lease_s=2.0)  # type: ignore[arg-type]
+    loop = asyncio.get_running_loop()
+    round_: asyncio.Task[int] | None = None
+    seen = 0
+
+    def stop_on_the_third(_: Any) -> None:
+        # In the server, after the mail is stored and before the sender hears "250".
+        nonlocal seen
+        seen += 1
+        if seen == 3 and round_ is not None:
+            loop.call_soon_threadsafe(round_.cancel)
+            time.sleep(0.3)
+
+    try:
+        await notify.handle([message(matched(f"ct-{i}", urgency="routine")) for i in range(3)])
+        mailbox.on_message = stop_on_the_third
+        round_ = asyncio.create_task(notify.deliver_due())
+        try:
+            await round_
+        except asyncio.CancelledError:
+            pass
+        assert round_.cancelled()
+        mailbox.on_message = None
+        assert await scalar(notify, "SELECT count(*) FROM delivery WHERE state = 'sent'") == 2
+        assert await notify.deliver_due() == 0  # the third is leased
+        await asyncio.sleep(2.1)
+        assert await notify.deliver_due() == 1
+        assert await scalar(notify, "SELECT count(*) FROM delivery WHERE state = 'sent'") == 3
+        ids = [m["Message-ID"] for m in mailbox.messages()]
+        assert len(ids) == 4 and len(set(ids)) == 3 and ids[2] == ids[3]
+        assert await scalar(notify, "SELECT count(*) FROM outbox") == 3
+    finally:
+        mailbox.on_message = None
+        await notify.mailer.close()
+        await engine.dispose()
