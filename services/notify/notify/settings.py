@@ -16,7 +16,8 @@ class Settings(ServiceSettings):
     mail_poll_interval_s: float = 2.0
     # Sends recorded per transaction (CPU per mail: about 3 ms at 10, 6 ms at 1 in
     # bench/notify_rounds.py); also the most mails a crash between send and record mails twice.
-    mail_record_every: int = Field(default=10, ge=1)
+    # 1 by default: a receiver should get one mail per proposal, even across a crash.
+    mail_record_every: int = Field(default=1, ge=1)
     # The address recipients answer at (shown in proposal mails), and how long the personal
     # token in a proposal mail stays valid.
     public_url: str = "http://127.0.0.1:8003"

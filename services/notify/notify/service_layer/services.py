@@ -41,7 +41,7 @@ class Notify:
     poll_interval_s: float = 2.0
     claim_lease_s: float = 60.0
     # Sends recorded per transaction; also the most mails a crash can send twice.
-    record_every: int = 10
+    record_every: int = 1
     # Where recipients answer (shown in the proposal mail), and how long a mailed token lasts.
     public_url: str = "http://127.0.0.1:8003"
     token_ttl: timedelta = timedelta(days=30)
