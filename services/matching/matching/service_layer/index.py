@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from matching.adapters.orm import DirectoryVersion, Service, ServiceArea, ServiceCategory
 from matching.domain.decision import ReferralFacts, ServiceView, evaluate
 from shared import regions
-from shared.vocab import Modality
+from shared.vocab import PROFESSIONAL_KINDS, Modality
 
 # How many eligible candidates with a free seat make the fast answer exact (the decision's
 # audit list shows this many; see services.MAX_CANDIDATES_LISTED).
@@ -50,6 +50,13 @@ class Profile:
     policies: frozenset[str]
     minimum_age: int | None
     maximum_age: int | None
+    # What else `evaluate` asks of these facts, for any referral: whether it is a professional
+    # kind, crisis-capable, women only, and its age limits.
+    coarse: tuple[object, ...] = ()
+
+    def __post_init__(self) -> None:
+        self.coarse = (self.resource_kind in PROFESSIONAL_KINDS, "crisis_capable" in self.policies,
+                       "women_only" in self.policies, self.minimum_age, self.maximum_age)
 
 
 @dataclass(frozen=True)
@@ -149,14 +156,24 @@ class DirectoryIndex:
             if v.eligible:
                 tiers[v.score[:3]].append((entry, mine))
         if f.modality != Modality.in_person:
-            judged: dict[Profile, tuple[float, ...] | None] = {}
+            # An online service outside the person's area is judged, for this referral, by
+            # its coarse facts, the languages it shares and the needs it covers: `evaluate`
+            # runs once per distinct such key, not once per service.
+            needs, langs = frozenset(f.needs), frozenset(f.languages)
+            by_profile: dict[Profile, tuple[float, ...] | None] = {}
+            by_key: dict[tuple[object, ...], tuple[float, ...] | None] = {}
             for e in snap.online.get(cat, ()):
                 if e.id in covering or e.id in passed_by:
                     continue
-                prefix = judged.get(e.profile, ())
+                p = e.profile
+                prefix = by_profile.get(p, ())
                 if prefix == ():
-                    v = evaluate(f, _view(e, cat, (), 1, 1))
-                    prefix = judged[e.profile] = v.score[:3] if v.eligible else None
+                    key = (p.coarse, p.languages & langs, p.support_types & needs)
+                    prefix = by_key.get(key, ())
+                    if prefix == ():
+                        v = evaluate(f, _view(e, cat, (), 1, 1))
+                        prefix = by_key[key] = v.score[:3] if v.eligible else None
+                    by_profile[p] = prefix
                 if prefix is not None:
                     tiers[prefix].append((e, ()))
 
