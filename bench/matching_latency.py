@@ -9,7 +9,9 @@ the pipeline bench uses (bench.workload: services over 38 provinces x 10 regenci
 PMKS categories each, 10% online, 30% support groups; referrals that each have a match).
 
 A decision must not scan the directory. Two figures say so, measured in the same run:
-- the candidates a decision reads (mean, max) against the directory's size;
+- the candidates a decision reads (mean, max) against the directory's size: with the
+  in-memory directory index (service_layer.index), the candidates whose live seat counts it
+  reads; when it falls back, the rows of the database shortlist;
 - the reference: reading every service of one category with the decision's own query
   (what a lookup without the region index would read) — the decision's p50 is given as a
   ratio to it.
