@@ -187,3 +187,49 @@ async def test_seats_are_read_live_not_from_the_index(database_url: str) -> None
         assert index.snapshot is not None and index.snapshot.version == version  # not rebuilt: read live
     finally:
         await engine.dispose()
+
+
+async def test_a_capacity_change_is_seen_without_rebuilding_the_index(database_url: str) -> None:
+    """Declaring capacity moves live seats only (read live by every decision): the index of
+    fixed facts is not rebuilt for it, while a change of facts does move the version."""
+    await upgrade(database_url, MIGRATIONS)
+    engine = make_engine(database_url)
+    db = sessions(engine)
+    index = DirectoryIndex()
+    f = facts(2, modality="any", languages=("id", "jv", "bbc"), gender="female", age_band="25-29")
+    try:
+        async with db() as s, s.begin():
+            await directory.write_records(s, make_directory(160))
+            await s.execute(update(Service).values(seats_available=0))
+        async with db() as s, s.begin():
+            await index.shortlist(s, f, frozenset(), frozenset())
+        before = await _version(db)
+        built = index.snapshot
+        async with db() as s, s.begin():
+            target = (await s.scalars(select(Service.id).order_by(Service.id))).first()
+            assert target is not None
+            await directory.set_capacity(s, target, 4, 10)
+        assert await _version(db) == before  # capacity alone: the version stays
+        async with db() as s, s.begin():
+            await index.shortlist(s, f, frozenset(), frozenset())
+        assert index.snapshot is built  # not rebuilt
+        async with db() as s:
+            assert await s.scalar(select(Service.seats_available).where(Service.id == target)) == 4
+        # A change of fixed facts does move it.
+        async with db() as s, s.begin():
+            rec = next(r for r in make_directory(160) if r.id == target)
+            await directory.write_records(s, [replace_name(rec)])
+        assert await _version(db) == before + 1
+    finally:
+        await engine.dispose()
+
+
+async def _version(db: object) -> int:
+    async with db() as s:  # type: ignore[operator]
+        return int(await s.scalar(select(DirectoryVersion.version)))
+
+
+def replace_name(rec: ServiceRecord) -> ServiceRecord:
+    from dataclasses import replace
+
+    return replace(rec, name=rec.name + " (baru)")

@@ -152,7 +152,8 @@ async def _upsert(s: AsyncSession, model: type[Any], rows: dict[str, dict[str, A
         await s.execute(update(model), stale)
 
 
-async def write_records(s: AsyncSession, records: Sequence[ServiceRecord]) -> list[Written]:
+async def write_records(s: AsyncSession, records: Sequence[ServiceRecord], *,
+                        facts_changed: bool = True) -> list[Written]:
     """Create or update services (ids unique in `records`), inside the caller's transaction.
 
     A record whose declared content is unchanged is not touched (its live seat count, which
@@ -172,7 +173,9 @@ async def write_records(s: AsyncSession, records: Sequence[ServiceRecord]) -> li
     new = [r for r in records if r.id not in before]
     changed = [r for r in records if r.id in before and before[r.id].content_hash != hashes[r.id]]
     todo = new + changed
-    if todo:
+    if todo and facts_changed:
+        # Matching processes rebuild their in-memory index when the version moves. A change
+        # of capacity alone leaves it: the index holds no seat counts (read live).
         await bump_version(s)
 
     await _upsert(s, Organization, {r.organization_id: _org_row(r.organization or OrganizationInfo(
@@ -385,7 +388,7 @@ async def set_capacity(s: AsyncSession, service_id: str, available: int, maximum
                    maximum=maximum, unit=seats.unit if seats else None,
                    description=seats.description if seats else None, updated=utcnow().isoformat())
     caps = tuple(new if c is seats else c for c in rec.capacities) if seats else (*rec.capacities, new)
-    return (await write_records(s, [replace(rec, capacities=caps)]))[0]
+    return (await write_records(s, [replace(rec, capacities=caps)], facts_changed=False))[0]
 
 
 # ------------------------------------------------------------------------------------------
