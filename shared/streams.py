@@ -27,6 +27,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.events import BadEvent, Envelope, EventData, parse_entry
+from shared.periodic import PeriodicWorker
 from shared.vocab import is_urgent
 
 log = logging.getLogger("rujukan.streams")
@@ -727,38 +728,25 @@ async def forget_idle_consumers(redis: aioredis.Redis, idle_ms: int,
     return removed
 
 
-class StreamJanitor:
+class StreamJanitor(PeriodicWorker):
     """Keeps streams bounded: trims what every group acknowledged and forgets consumers of
     processes long gone. Every replica runs one; a lock lets one of them work per period."""
 
     LOCK = f"{PREFIX}:janitor:lock"
+    name = "stream janitor"
+    round_at_start = False
 
     def __init__(self, redis: aioredis.Redis, *, interval_s: float = 60.0, forget_after_s: float = 3600.0,
                  topology: dict[str, list[str]] | None = None) -> None:
+        super().__init__(interval_s)
         self.redis = redis
-        self.interval_s = interval_s
         self.forget_after_s = forget_after_s
         self.topology = topology
         self.trimmed = 0
         self.runs = 0
-        self._stopping = asyncio.Event()
 
-    def stop(self) -> None:
-        self._stopping.set()
-
-    async def run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                await asyncio.wait_for(self._stopping.wait(), timeout=self.interval_s)
-                return
-            except TimeoutError:
-                pass
-            try:
-                await self.run_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # Redis away: try again next period
-                log.warning("stream janitor: %s: %s", type(e).__name__, e)
+    async def round(self) -> None:
+        await self.run_once()
 
     async def run_once(self, *, force: bool = False) -> dict[str, int] | None:
         token = f"{time.time()}"

@@ -10,34 +10,23 @@ import asyncio
 import logging
 
 from matching.service_layer.services import Matching
+from shared.periodic import PeriodicWorker
 
 log = logging.getLogger("rujukan.matching")
 
 
-class HoldExpiry:
+class HoldExpiry(PeriodicWorker):
     """Every `interval_s`, release the holds whose deadline passed and propose the next."""
 
+    name = "hold expiry"
+
     def __init__(self, matching: Matching, interval_s: float = 30.0) -> None:
+        super().__init__(interval_s)
         self.matching = matching
-        self.interval_s = interval_s
-        self._stopping = asyncio.Event()
 
-    def stop(self) -> None:
-        self._stopping.set()
-
-    async def run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                while await self.matching.expire_due() and not self._stopping.is_set():
-                    pass  # a full page: there may be more
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # the database away: try again next round
-                log.warning("hold expiry round failed: %s: %s", type(e).__name__, e)
-            try:
-                await asyncio.wait_for(self._stopping.wait(), self.interval_s)
-            except TimeoutError:
-                pass
+    async def round(self) -> None:
+        while await self.matching.expire_due() and not self.stopping:
+            pass  # a full page: there may be more
 
 
 class Waitlist:
