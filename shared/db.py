@@ -167,7 +167,7 @@ async def upgrade(database_url: str, migrations_dir: Path) -> None:
     cfg = Config()
     cfg.set_main_option("script_location", str(migrations_dir))
     cfg.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
-    await asyncio.to_thread(command.upgrade, cfg, "head")
+    await asyncio.to_thread(command.upgrade, cfg, "heads")
 
 
 def run_alembic_env(target_metadata: MetaData) -> None:

@@ -48,3 +48,6 @@ class ServiceSettings(BaseSettings):
     seed_demo: bool = False
     # Credential of the operator endpoints (directory admin, deliveries, dead letters).
     admin_api_key: str | None = None
+    # Operators, each with a role and a key of its own: "name:role:sha256-of-key,..."
+    # (shared/operators.py; `rujukan operators key NAME ROLE` prints an entry).
+    operator_keys: str = ""
