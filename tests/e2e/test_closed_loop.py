@@ -123,7 +123,7 @@ def test_referrals_through_the_closed_loop(stack_factory: StackFactory, smtp_ser
     loop.wait_status(routine, "proposed")
     _, group_proposal, group_token = loop.proposal_mail(routine, "fasilitator.ird@sahabat-perempuan.example")
     r = loop.respond(group_token, group_proposal, response="declined")
-    assert r.status_code == 422 and r.json()["detail"][0]["field"] == "reason_code"
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "reason_code"
     assert loop.respond(group_token, group_proposal, response="declined", reason_code="not_suitable").status_code == 202
     view = loop.wait(routine, lambda v: v["status"] == "proposed" and v["match"]["service_id"] != "svc-ird-daring")
     assert view["match"]["service_id"] == "svc-ppa-polrestabes-medan"

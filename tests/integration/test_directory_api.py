@@ -127,7 +127,7 @@ async def test_a_bad_service_is_refused_with_422_naming_field_and_reason(
 ) -> None:
     r = await client.post("/v1/services", json=doc, headers=AUTH)
     assert r.status_code == 422, r.text
-    detail = r.json()["detail"]
+    detail = r.json()["errors"]
     assert detail[0]["field"] == field and detail[0]["reason"].startswith(reason), detail
     assert (await client.get(f"/v1/services/{doc['id']}", headers=AUTH)).status_code == 404
 
@@ -135,10 +135,10 @@ async def test_a_bad_service_is_refused_with_422_naming_field_and_reason(
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_a_body_that_is_not_an_object_or_names_another_service_is_refused(client: httpx.AsyncClient) -> None:
     r = await client.post("/v1/services", json=[police_unit()], headers=AUTH)
-    assert r.status_code == 422 and r.json()["detail"][0]["field"] == "(body)"
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "(body)"
     await client.post("/v1/services", json=police_unit(), headers=AUTH)
     r = await client.put("/v1/services/svc-ppa-polrestabes-medan", json=police_unit(id="svc-other"), headers=AUTH)
-    assert r.status_code == 422 and r.json()["detail"][0]["field"] == "id"
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "id"
 
 
 async def test_a_service_without_what_the_matcher_needs_is_created_flagged_and_never_a_candidate(
@@ -215,7 +215,7 @@ async def test_capacity_updates_count_the_seats_held_and_wake_the_waitlist(
     ]:
         r = await client.put(url, json=body, headers=AUTH)
         assert r.status_code == 422, r.text
-        assert r.json()["detail"][0]["field"] == field and r.json()["detail"][0]["reason"].startswith(reason)
+        assert r.json()["errors"][0]["field"] == field and r.json()["errors"][0]["reason"].startswith(reason)
     assert (await client.put("/v1/services/svc-nope/capacity", json={"available": 1, "maximum": 2},
                              headers=AUTH)).status_code == 404
 
@@ -250,7 +250,7 @@ async def test_search_by_term_and_region_in_hsds_pages(client: httpx.AsyncClient
 
     for query, field in [("region=Medan", "region"), ("page=0", "page"), ("per_page=1000", "per_page")]:
         r = await client.get(f"/v1/services?{query}", headers=AUTH)
-        assert r.status_code == 422 and r.json()["detail"][0]["field"] == field, r.text
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == field, r.text
 
 
 # ----------------------------------------------------------------------------- import
@@ -364,7 +364,7 @@ async def test_an_unreadable_import_is_refused_whole(client: httpx.AsyncClient) 
         r = await client.post("/v1/directory/import", content=body, headers=headers)
         assert r.status_code == status, r.text
         if field:
-            assert r.json()["detail"][0]["field"] == field
+            assert r.json()["errors"][0]["field"] == field
     assert (await client.get("/v1/services", headers=AUTH)).json()["total_items"] == 0
 
 

@@ -92,7 +92,7 @@ async def test_same_external_ref_gives_the_same_referral_never_a_second(
         assert again.json()["id"] == first.json()["id"]
         changed = await client.post("/v1/referrals", json=body("K-1", urgency="priority"), headers=AUTH)
         assert changed.status_code == 409
-        assert changed.json()["detail"]["field"] == "external_ref"
+        assert changed.json()["errors"][0]["field"] == "external_ref"
         listed = await client.get("/v1/referrals", headers=AUTH)
         assert [x["id"] for x in listed.json()["items"]] == [first.json()["id"]]
         await eventually(lambda: stream_events(redis, SUBMITTED))
@@ -110,7 +110,7 @@ async def test_credentials_and_validation(database_url: str, redis_url: str, red
         b["pmks_category"] = "unknown"
         r = await client.post("/v1/referrals", json=b, headers=AUTH)
         assert r.status_code == 422
-        detail = {d["field"]: d["reason"] for d in r.json()["detail"]}
+        detail = {d["field"]: d["reason"] for d in r.json()["errors"]}
         assert "client.age" in detail and "120" in detail["client.age"]
         assert "unknown PMKS category" in detail["pmks_category"]
         assert "Siti" not in r.text  # the input is not echoed back

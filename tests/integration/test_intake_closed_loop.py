@@ -54,7 +54,7 @@ async def test_every_step_of_the_loop_reaches_the_timeline_with_who_and_why(
 
         # Completed is closed: no cancelling it, and a late step changes nothing.
         r = await client.post(f"/v1/referrals/{rid}/cancel", json={"reason_code": "duplicate"}, headers=AUTH)
-        assert r.status_code == 409 and r.json()["detail"]["field"] == "status"
+        assert r.status_code == 409 and r.json()["errors"][0]["field"] == "status"
 
 
 async def test_an_expiry_and_a_refused_response_are_recorded_without_moving_the_status(
@@ -92,7 +92,7 @@ async def test_the_agency_cancels_an_open_referral(database_url: str, redis_url:
         await publish(redis, [matched(rid, urgency="crisis")])
 
         r = await client.post(f"/v1/referrals/{rid}/cancel", json={"reason_code": "nope"}, headers=AUTH)
-        assert r.status_code == 422 and r.json()["detail"][0]["field"] == "reason_code"
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "reason_code"
         await app.state.intake.ensure_agency("other", "Dinas Lain", "other-key")
         other = {"Authorization": "Bearer other-key"}
         r = await client.post(f"/v1/referrals/{rid}/cancel", json={"reason_code": "duplicate"}, headers=other)

@@ -85,9 +85,9 @@ async def test_a_receiver_answers_from_the_mail_and_sees_only_its_own(
 
         url = f"/v1/inbox/{mine.decision_id}/responses"
         r = await client.post(url, json={"response": "declined"}, headers=auth)
-        assert r.status_code == 422 and r.json()["detail"][0]["field"] == "reason_code"
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "reason_code"
         r = await client.post(url, json={"response": "completed", "outcome_code": "goals_met"}, headers=auth)
-        assert r.status_code == 409 and r.json()["detail"]["field"] == "response"
+        assert r.status_code == 409 and r.json()["errors"][0]["field"] == "response"
         r = await client.post(url, json={"response": "accepted"}, headers=auth)
         assert r.status_code == 202 and r.json()["status"] == "accepted"
         again = await client.post(url, json={"response": "accepted"}, headers=auth)
@@ -138,7 +138,7 @@ async def test_late_answers_are_refused_and_closing_notices_reach_the_receiver(
 
         await eventually(inbox_size)
         r = await client.post(f"/v1/inbox/{late.decision_id}/responses", json={"response": "accepted"}, headers=auth)
-        assert r.status_code == 409 and "run out" in r.json()["detail"]["reason"]
+        assert r.status_code == 409 and "run out" in r.json()["errors"][0]["reason"]
 
         await publish(redis, [
             wrap(ReferralStatusChanged(referral_id=late.referral_id, decision_id=late.decision_id,

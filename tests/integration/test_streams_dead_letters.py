@@ -98,18 +98,18 @@ async def test_a_repaired_event_replayed_over_http_goes_all_the_way(
             assert (await intake.get("/v1/ops/dead-letters", headers=AGENCY)).status_code == 401
             assert (await matching.get("/v1/ops/dead-letters/1-1", headers=ADMIN)).status_code == 404
             bad_group = await matching.get("/v1/ops/dead-letters", params={"group": "nobody"}, headers=ADMIN)
-            assert bad_group.status_code == 422 and bad_group.json()["detail"][0]["field"] == "group"
+            assert bad_group.status_code == 422 and bad_group.json()["errors"][0]["field"] == "group"
 
             # Replaying as it was cannot help: refused with the reason.
             as_is = await matching.post(f"/v1/ops/dead-letters/{letter['id']}/replay", headers=ADMIN)
             assert as_is.status_code == 422
-            assert as_is.json()["detail"][0]["field"] == "event" and "age_band" in as_is.json()["detail"][0]["reason"]
+            assert as_is.json()["errors"][0]["field"] == "event" and "age_band" in as_is.json()["errors"][0]["reason"]
             # A repair that is still wrong is refused too, and the letter stays.
             still = dict(broken, data=dict(broken["data"], urgency="whenever"))
             still["data"]["age_band"] = good_band
             r = await matching.post(f"/v1/ops/dead-letters/{letter['id']}/replay", json={"event": still},
                                     headers=ADMIN)
-            assert r.status_code == 422 and "urgency" in r.json()["detail"][0]["reason"]
+            assert r.status_code == 422 and "urgency" in r.json()["errors"][0]["reason"]
 
             repaired = dict(broken, data=dict(broken["data"], age_band=good_band))
             r = await matching.post(f"/v1/ops/dead-letters/{letter['id']}/replay", json={"event": repaired},

@@ -13,7 +13,7 @@ from intake.adapters.orm import Outbox
 from intake.entrypoints import http, receivers
 from intake.service_layer.services import Intake
 from intake.settings import Settings
-from shared.http import install_error_handlers
+from shared.http import ERROR_RESPONSES, install_error_handlers
 from shared.ops import ops_router
 from shared.outbox import OutboxRelay
 from shared.runtime import Runtime, configure_logging, health_router
@@ -46,9 +46,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="Agency API: submit referrals and follow them until they close.")
     install_error_handlers(app)
     app.include_router(health_router())
-    app.include_router(ops_router())
-    app.include_router(http.router)
-    app.include_router(receivers.router)
+    app.include_router(ops_router(), responses=ERROR_RESPONSES)
+    app.include_router(http.router, responses=ERROR_RESPONSES)
+    app.include_router(receivers.router, responses=ERROR_RESPONSES)
     return app
 
 

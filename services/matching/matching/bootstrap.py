@@ -18,7 +18,7 @@ from matching.service_layer.directory import import_parsed
 from matching.service_layer.services import Matching
 from matching.service_layer.workers import HoldExpiry, Waitlist
 from matching.settings import Settings
-from shared.http import install_error_handlers
+from shared.http import ERROR_RESPONSES, install_error_handlers
 from shared.ops import ops_router
 from shared.outbox import OutboxRelay
 from shared.runtime import Runtime, configure_logging, health_router
@@ -59,8 +59,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="Directory admin and decisions: who gets sent where, and why.")
     install_error_handlers(app)
     app.include_router(health_router())
-    app.include_router(ops_router())
-    app.include_router(http.router)
+    app.include_router(ops_router(), responses=ERROR_RESPONSES)
+    app.include_router(http.router, responses=ERROR_RESPONSES)
     return app
 
 

@@ -15,7 +15,7 @@ from notify.entrypoints import http, inbox
 from notify.service_layer.inbox import Inbox
 from notify.service_layer.services import Notify
 from notify.settings import Settings
-from shared.http import install_error_handlers
+from shared.http import ERROR_RESPONSES, install_error_handlers
 from shared.ops import ops_router
 from shared.outbox import OutboxRelay
 from shared.runtime import Runtime, configure_logging, health_router
@@ -50,10 +50,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="Deliveries to receiving social workers and facilitators.")
     install_error_handlers(app)
     app.include_router(health_router())
-    app.include_router(ops_router())
-    app.include_router(http.router)
-    app.include_router(inbox.router)
-    app.include_router(inbox.operator)
+    app.include_router(ops_router(), responses=ERROR_RESPONSES)
+    app.include_router(http.router, responses=ERROR_RESPONSES)
+    app.include_router(inbox.router, responses=ERROR_RESPONSES)
+    app.include_router(inbox.operator, responses=ERROR_RESPONSES)
     return app
 
 
