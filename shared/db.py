@@ -33,6 +33,9 @@ def new_metadata() -> MetaData:
 
 
 def make_engine(url: str, **kw: Any) -> AsyncEngine:
+    # SQL parameters are what callers sent (case numbers, credentials' digests, sealed
+    # personal data): keep them out of every error message and log line SQLAlchemy writes.
+    kw.setdefault("hide_parameters", True)
     u = make_url(url)
     if u.get_backend_name() == "sqlite":
         if u.database and u.database != ":memory:":

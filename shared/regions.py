@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import re
 
-REGION_CODE = re.compile(r"^\d{2}(\.\d{2}(\.\d{2}(\.\d{4})?)?)?$")
+# ASCII digits only, and the whole string (`$` alone would let a trailing newline through).
+REGION_CODE = re.compile(r"[0-9]{2}(\.[0-9]{2}(\.[0-9]{2}(\.[0-9]{4})?)?)?")
 
 # The 38 provinces (Kemendagri codes), so that a code with an unknown province is refused.
 PROVINCES: dict[str, str] = {
@@ -36,7 +37,7 @@ REGENCIES: dict[str, str] = {
 
 def validate(code: str) -> str:
     """Return the code if well formed with a known province, else raise ValueError."""
-    if not REGION_CODE.match(code):
+    if not REGION_CODE.fullmatch(code):
         raise ValueError("must be a Kemendagri code such as '12', '12.71' or '12.71.05'")
     if code[:2] not in PROVINCES:
         raise ValueError(f"unknown province code '{code[:2]}'")

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 
 import pytest
 from cryptography.exceptions import InvalidTag
 
-from intake.adapters.crypto import FieldCipher, KeyringError
+from intake.adapters.crypto import FieldCipher, KeyNotConfigured, KeyringError
 
 
 def test_seal_and_open_round_trip_without_plaintext_in_the_sealed_value() -> None:
@@ -52,3 +53,33 @@ def test_rotation_new_key_seals_old_key_still_opens() -> None:
 def test_bad_keyrings_fail_at_start(keys: str) -> None:
     with pytest.raises(KeyringError):
         FieldCipher(keys)
+
+
+def test_a_key_id_listed_twice_is_refused_at_start() -> None:
+    first, second = FieldCipher.generate("k1"), FieldCipher.generate("k1")
+    with pytest.raises(KeyringError, match="'k1' is listed twice"):
+        FieldCipher(f"{first},{FieldCipher.generate('k2')},{second}")
+
+
+def test_a_value_sealed_with_a_removed_key_names_the_key() -> None:
+    sealed = FieldCipher(FieldCipher.generate("k1")).seal("secret", "a")
+    with pytest.raises(KeyNotConfigured) as e:
+        FieldCipher(FieldCipher.generate("k2")).open(sealed, "a")
+    assert e.value.kid == "k1" and "rujukan keys rotate" in str(e.value)
+
+
+def test_the_request_digest_is_keyed_and_compares_under_every_configured_key() -> None:
+    body = b'{"external_ref":"PPA-1","client":{"initials":"SN"}}'
+    k1, k2 = FieldCipher.generate("k1"), FieldCipher.generate("k2")
+    old = FieldCipher(k1)
+    digest = old.digest(body)
+    assert hashlib.sha256(body).hexdigest() not in digest and len(digest) <= 64
+    assert digest == old.digest(body)  # deterministic: a repeat compares equal
+    assert FieldCipher(FieldCipher.generate("k1")).digest(body) != digest  # another key, another digest
+    rotated = FieldCipher(f"{k2},{k1}")
+    assert rotated.digest_key_id(body, digest) == "k1"
+    assert rotated.digest_matches(body, digest) and not rotated.digest_matches(body + b" ", digest)
+    assert not FieldCipher(k2).digest_matches(body, digest)
+    # Rows written before digests were keyed hold a plain SHA-256: still recognised.
+    assert rotated.digest_key_id(body, hashlib.sha256(body).hexdigest()) == ""
+    assert not rotated.digest_matches(body, hashlib.sha256(b"other").hexdigest())

@@ -62,6 +62,24 @@ def test_valid_body_is_accepted_and_needs_deduplicated() -> None:
         ("client.contact.phone", "call me", "client.contact.phone", "pattern"),
         ("external_ref", "", "external_ref", "at least 1"),
         ("risk_flags", ["danger"], "risk_flags.0", "'ongoing_violence'"),
+        # Consent is a JSON boolean: nothing that merely looks like yes counts as consent.
+        ("client.consent.share_with_provider", "yes", "client.consent.share_with_provider", "valid boolean"),
+        ("client.consent.share_with_provider", "on", "client.consent.share_with_provider", "valid boolean"),
+        ("client.consent.share_with_provider", "true", "client.consent.share_with_provider", "valid boolean"),
+        ("client.consent.share_with_provider", 1, "client.consent.share_with_provider", "valid boolean"),
+        ("client.consent.contact_by_provider", "no", "client.consent.contact_by_provider", "valid boolean"),
+        ("client.consent.contact_by_provider", 0, "client.consent.contact_by_provider", "valid boolean"),
+        # Free text that cannot be stored, or that is not text a person typed.
+        ("external_ref", "PPA\x00MDN", "external_ref", "NUL"),
+        ("external_ref", "PPA-MDN-1\n", "external_ref", "control character (U+000A)"),
+        ("external_ref", "PPA\x1b[31m", "external_ref", "control character (U+001B)"),
+        ("external_ref", "PPA\ud800", "external_ref", "valid string"),
+        ("client.initials", "S\x00N", "client.initials", "NUL"),
+        ("client.contact.name", "Siti\x07", "client.contact.name", "control character"),
+        ("narrative", "cerita\x00", "narrative", "NUL"),
+        ("narrative", "cerita\x0c", "narrative", "control character (U+000C)"),
+        ("client.region_code", "12.71\n", "client.region_code", "Kemendagri code"),
+        ("client.region_code", "12.\u0667\u0661", "client.region_code", "Kemendagri code"),
     ],
 )
 def test_invalid_input_names_the_field_and_the_reason(path: str, value: Any, field: str, reason: str) -> None:
@@ -82,3 +100,8 @@ def test_unknown_fields_are_refused_rather_than_silently_dropped() -> None:
 @pytest.mark.parametrize(("age", "band"), [(0, "0-4"), (34, "30-34"), (35, "35-39"), (120, "120-124")])
 def test_age_travels_only_as_a_five_year_band(age: int, band: str) -> None:
     assert age_band(age) == band
+
+
+def test_a_narrative_keeps_its_line_breaks_and_tabs() -> None:
+    req = ReferralRequest.model_validate(with_("narrative", "baris satu\r\nbaris dua\n\tmenjorok"))
+    assert req.narrative == "baris satu\r\nbaris dua\n\tmenjorok"

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, StrictBool, field_validator, model_validator
 
 from shared import regions
 from shared.pmks import categories
+from shared.text import MultiLine, OneLine
 from shared.vocab import CancelReason, Gender, Modality, ReferralStatus, RiskFlag, SupportType, Urgency
 
 LanguageCode = Annotated[str, Field(pattern=r"^[a-z]{2,3}$", description="ISO 639 code: id, jv, su, en, ...")]
@@ -15,18 +16,19 @@ LanguageCode = Annotated[str, Field(pattern=r"^[a-z]{2,3}$", description="ISO 63
 
 class Contact(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1, max_length=200)
+    name: OneLine = Field(min_length=1, max_length=200)
     phone: str | None = Field(default=None, pattern=r"^\+?[0-9][0-9 \-]{5,19}$")
     email: EmailStr | None = None
 
 
 class Consent(BaseModel):
     """The person's consent, recorded with the referral. Sharing with a provider is what a
-    referral is, so it must be given; being contacted directly by the provider is a choice."""
+    referral is, so it must be given; being contacted directly by the provider is a choice.
+    JSON true or false only: "yes", "on", 1 or "true" are refused, not taken for consent."""
 
     model_config = ConfigDict(extra="forbid")
-    share_with_provider: bool
-    contact_by_provider: bool
+    share_with_provider: StrictBool
+    contact_by_provider: StrictBool
 
     @field_validator("share_with_provider")
     @classmethod
@@ -38,7 +40,7 @@ class Consent(BaseModel):
 
 class Client(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    initials: str = Field(min_length=1, max_length=10)
+    initials: OneLine = Field(min_length=1, max_length=10)
     age: int = Field(ge=0, le=120)
     gender: Gender
     region_code: str = Field(description="Kemendagri code: province 12, regency 12.71, district 12.71.05")
@@ -57,13 +59,13 @@ class ReferralRequest(BaseModel):
     """The body of POST /v1/referrals."""
 
     model_config = ConfigDict(extra="forbid")
-    external_ref: str = Field(min_length=1, max_length=100, description="the agency's own case number")
+    external_ref: OneLine = Field(min_length=1, max_length=100, description="the agency's own case number")
     pmks_category: str = Field(description="one of the 26 PMKS codes, e.g. korban_tindak_kekerasan")
     needs: list[SupportType] = Field(default_factory=list, max_length=5)
     urgency: Urgency = Urgency.routine
     risk_flags: list[RiskFlag] = Field(default_factory=list, max_length=4)
     client: Client
-    narrative: str = Field(default="", max_length=10_000)
+    narrative: MultiLine = Field(default="", max_length=10_000)
 
     @field_validator("pmks_category")
     @classmethod

@@ -95,7 +95,10 @@ class Intake:
         Returns (referral, created). The same agency sending the same external_ref again
         gets the same referral back; a different body under that number is a conflict.
         """
-        digest = hashlib.sha256(req.model_dump_json().encode()).hexdigest()
+        body = request_bytes(req)
+        # Keyed (an HMAC under the current key): the body holds personal data, and a plain
+        # hash of it would let anyone who reads the table confirm a guess of that data.
+        digest = self.cipher.digest(body)
         # No look-up first: a new referral is the common case, and the unique constraint on
         # (agency, external_ref) catches a repeat below, in the same round trips.
         rid = new_id()
@@ -139,7 +142,7 @@ class Intake:
             existing = await self._by_external_ref(agency_id, req.external_ref)
             if existing is None:
                 raise
-            return self._same_or_conflict(existing, digest), False
+            return self._same_or_conflict(existing, body), False
         self.relay.kick()
         return referral, True
 
@@ -148,9 +151,10 @@ class Intake:
             return await s.scalar(select(Referral).where(
                 Referral.agency_id == agency_id, Referral.external_ref == external_ref))
 
-    @staticmethod
-    def _same_or_conflict(existing: Referral, digest: str) -> Referral:
-        if existing.request_sha256 != digest:
+    def _same_or_conflict(self, existing: Referral, body: bytes) -> Referral:
+        # Compared under every configured key (the row may be older than the current key),
+        # and as a plain SHA-256 for rows written before digests were keyed.
+        if not self.cipher.digest_matches(body, existing.request_sha256):
             raise ReferralConflict(existing.id)
         return existing
 
@@ -246,6 +250,11 @@ class Intake:
             referral_id=referral_id, event_id=env.id, at=env.time, kind=kind,
             status=status if moved else None, actor=actor, reason_id=reason_id, reason_en=reason_en,
         ))
+
+
+def request_bytes(req: ReferralRequest) -> bytes:
+    """The submission as its idempotency digest covers it (validated and normalised)."""
+    return req.model_dump_json().encode()
 
 
 def timeline_step(data: EventData) -> tuple[str, str, ReferralStatus | None, str, str, str] | None:

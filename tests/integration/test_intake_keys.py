@@ -1,0 +1,117 @@
+"""Issue 8, finding 9: `rujukan keys rotate` re-encrypts every sealed value under the first
+key of ENCRYPTION_KEYS, resumably, so that the old key can be removed (SQLite and
+PostgreSQL, real Redis, the real app before and after)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from typer.testing import CliRunner
+
+from intake.adapters.crypto import FieldCipher
+from intake.bootstrap import create_app
+from intake.cli import app as keys_cli
+from intake.service_layer import keys
+from shared.db import make_engine, sessions
+from tests.apps import running
+from tests.integration.test_intake import AUTH, body, settings
+
+K1, K2 = FieldCipher.generate("k1"), FieldCipher.generate("k2")
+runner = CliRunner()
+
+
+async def rows(database_url: str) -> list[dict[str, Any]]:
+    engine = make_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            result = await conn.execute(text(
+                "SELECT id, initials_enc, contact_enc, narrative_enc, request_sha256 FROM referral ORDER BY id"))
+            return [dict(r) for r in result.mappings()]
+    finally:
+        await engine.dispose()
+
+
+async def cli(database_url: str, *args: str) -> Any:
+    env = {"DATABASE_URL": database_url, "ENCRYPTION_KEYS": f"{K2},{K1}"}
+    return await asyncio.to_thread(runner.invoke, keys_cli, list(args), env=env)
+
+
+def test_keys_new_prints_an_entry_that_encryption_keys_accepts() -> None:
+    from shared.cli import app as rujukan
+
+    result = runner.invoke(rujukan, ["keys", "new", "--id", "k9"])
+    assert result.exit_code == 0, result.output
+    entry = result.stdout.strip().splitlines()[0]
+    assert entry.startswith("k9:") and FieldCipher(entry).current == "k9"
+
+
+async def test_rotate_then_remove_the_old_key_and_everything_still_reads(
+    database_url: str, redis_url: str, redis: Any
+) -> None:
+    n = 7
+    async with running(create_app(settings(database_url, redis_url).model_copy(
+            update={"encryption_keys": K1}))) as client:
+        for i in range(n):
+            r = await client.post("/v1/referrals", json=body(f"ROT-{i}", narrative=f"cerita {i}"), headers=AUTH)
+            assert r.status_code == 202, r.text
+    before = await rows(database_url)
+    assert all(r["initials_enc"].startswith("v1:k1:") for r in before)
+
+    # k2 first, k1 kept: an interrupted rotation (Ctrl-C after the first batch) keeps what
+    # it committed ...
+    engine = make_engine(database_url)
+    cipher = FieldCipher(f"{K2},{K1}")
+    assert await keys.pending(sessions(engine), cipher) == n
+
+    def interrupt(_: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        await keys.rotate(sessions(engine), cipher, batch=3, on_batch=interrupt)
+    assert await keys.pending(sessions(engine), cipher) == n - 3
+    await engine.dispose()
+
+    # ... and running it again finishes the job, skipping what was done.
+    result = await cli(database_url, "rotate", "--batch", "2")
+    assert result.exit_code == 0, result.output
+    assert f"{n - 3} referral(s) re-encrypted with 'k2'" in result.output
+    status = await cli(database_url, "status")
+    assert "0 referral(s) to rotate" in status.output, status.output
+    again = await cli(database_url, "rotate")
+    assert again.exit_code == 0 and "0 referral(s) re-encrypted" in again.output
+
+    after = await rows(database_url)
+    only_k2 = FieldCipher(K2)
+    for old, new in zip(before, after, strict=True):
+        for col in ("initials_enc", "contact_enc", "narrative_enc"):
+            assert new[col].startswith("v1:k2:")
+        assert new["request_sha256"] != old["request_sha256"]
+        assert only_k2.open(new["narrative_enc"], f"{new['id']}:narrative").startswith("cerita ")
+        assert json.loads(only_k2.open(new["contact_enc"], f"{new['id']}:contact"))["name"] == "Siti"
+
+    # k1 removed: intake reads every value, and a repeat of a submission is still the same
+    # referral (its digest was re-keyed to k2), a changed one still a conflict.
+    app = create_app(settings(database_url, redis_url).model_copy(update={"encryption_keys": K2}))
+    async with running(app) as client:
+        for r in after:
+            referral, _ = await app.state.intake.get("demo", r["id"])
+            assert app.state.intake.client_contact(referral)["initials"] == "SN"
+        repeat = await client.post("/v1/referrals", json=body("ROT-0", narrative="cerita 0"), headers=AUTH)
+        assert repeat.status_code == 200, repeat.text
+        changed = await client.post("/v1/referrals", json=body("ROT-0", narrative="lain"), headers=AUTH)
+        assert changed.status_code == 409
+
+
+async def test_rotate_reports_a_value_no_configured_key_opens(database_url: str, redis_url: str, redis: Any) -> None:
+    k0 = FieldCipher.generate("k0")
+    async with running(create_app(settings(database_url, redis_url).model_copy(
+            update={"encryption_keys": k0}))) as client:
+        assert (await client.post("/v1/referrals", json=body("LOST-1"), headers=AUTH)).status_code == 202
+    result = await cli(database_url, "rotate")
+    assert result.exit_code == 1
+    assert "sealed with key 'k0', which is not configured" in result.output
+    assert "Siti" not in result.output
