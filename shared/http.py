@@ -17,6 +17,7 @@ from sqlalchemy.exc import TimeoutError as SATimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.problems import ERROR_RESPONSES, FieldError, Problem, ProblemResponse, openapi_components, problem
+from shared.text import RefuseControlCharactersInUrls
 
 __all__ = ["ERROR_RESPONSES", "BearerToken", "Problem", "install_error_handlers", "problem", "unauthorized"]
 
@@ -62,6 +63,7 @@ def install_error_handlers(app: FastAPI) -> None:
         app.add_exception_handler(cls, _unavailable)
 
     _document_problems(app)
+    app.add_middleware(RefuseControlCharactersInUrls)  # a NUL in a path or query never reaches the database
 
 
 def _document_problems(app: FastAPI) -> None:

@@ -12,8 +12,12 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Iterator
 from typing import Annotated, Any
+from urllib.parse import parse_qsl
 
 from pydantic import AfterValidator
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from shared.problems import problem
 
 _LINE_BREAKS = frozenset("\t\n\r")
 
@@ -86,3 +90,41 @@ def unstorable_strings(value: Any) -> Iterator[tuple[str, str]]:
                 stack.append((sub, item))
         elif isinstance(v, list):
             stack.extend((f"{path}[{i}]", item) for i, item in reversed(list(enumerate(v))))
+
+
+# ------------------------------------------------------------------------------------------
+# URLs: a path or query parameter is text too, and often reaches the database (an id).
+# ------------------------------------------------------------------------------------------
+
+
+def url_problem(path: str, query_string: bytes) -> tuple[str, str] | None:
+    """(field, reason) when the decoded path or a query parameter holds a control
+    character (a NUL above all), which no id or search term of ours can hold."""
+    why = control_character(path, multiline=False)
+    if why:
+        return "(path)", why
+    for name, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
+        why = control_character(name, multiline=False)
+        if why:
+            return "(query)", f"a parameter's name {why}"
+        why = control_character(value, multiline=False)
+        if why:
+            return name, why
+    return None
+
+
+class RefuseControlCharactersInUrls:
+    """ASGI middleware: a request whose URL holds a control character is answered 422
+    naming the path or the parameter, before any route (and any database) sees it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            found = url_problem(scope.get("path", ""), scope.get("query_string", b""))
+            if found is not None:
+                field, reason = found
+                await problem(422, [{"field": field, "reason": reason}])(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

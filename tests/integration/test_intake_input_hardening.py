@@ -110,3 +110,17 @@ async def test_the_idempotency_digest_is_keyed_and_old_unkeyed_rows_still_compar
         assert (await client.post("/v1/referrals", json=body("H-1"), headers=AUTH)).status_code == 200
         assert (await client.post("/v1/referrals", json=body("H-1", urgency="crisis"),
                                   headers=AUTH)).status_code == 409
+
+
+async def test_a_nul_in_the_path_or_the_query_is_refused_before_the_database(
+    database_url: str, redis_url: str, redis: Any
+) -> None:
+    async with running(create_app(settings(database_url, redis_url))) as client:
+        r = await client.get("/v1/referrals/abc%00def", headers=AUTH)
+        assert r.status_code == 422 and fields(r) == {"(path)": fields(r)["(path)"]}, r.text
+        assert "NUL" in fields(r)["(path)"]
+        r = await client.get("/v1/referrals", params={"status": "submitted\x00"}, headers=AUTH)
+        assert r.status_code == 422 and "status" in fields(r), r.text
+        r = await client.post("/v1/referrals/abc%0Adef/cancel", json={"reason_code": "duplicate"}, headers=AUTH)
+        assert r.status_code == 422 and "control character" in fields(r)["(path)"], r.text
+        assert (await client.get("/v1/referrals/01ARZ3NDEKTSV4RRFFQ69G5FAV", headers=AUTH)).status_code == 404
