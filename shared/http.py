@@ -1,6 +1,8 @@
 """HTTP conventions shared by the three FastAPI apps: every error as RFC 9457 problem
 details naming the field and the reason (and never echoing the input back, which may hold
-personal data), and the bearer credential every endpoint but health needs."""
+personal data), the boundary every request crosses first (shared.boundary: credential
+present, body capped, failed authentications limited), and the bearer credential every
+endpoint but health needs."""
 
 from __future__ import annotations
 
@@ -16,8 +18,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as SATimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from shared.boundary import Boundary
 from shared.problems import ERROR_RESPONSES, FieldError, Problem, ProblemResponse, openapi_components, problem
-from shared.text import RefuseControlCharactersInUrls
 
 __all__ = ["ERROR_RESPONSES", "BearerToken", "Problem", "install_error_handlers", "problem", "unauthorized"]
 
@@ -63,7 +65,7 @@ def install_error_handlers(app: FastAPI) -> None:
         app.add_exception_handler(cls, _unavailable)
 
     _document_problems(app)
-    app.add_middleware(RefuseControlCharactersInUrls)  # a NUL in a path or query never reaches the database
+    app.add_middleware(Boundary)  # credential present, body capped, failures limited: before any route
 
 
 def _document_problems(app: FastAPI) -> None:

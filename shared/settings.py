@@ -51,3 +51,6 @@ class ServiceSettings(BaseSettings):
     # Operators, each with a role and a key of its own: "name:role:sha256-of-key,..."
     # (shared/operators.py; `rujukan operators key NAME ROLE` prints an entry).
     operator_keys: str = ""
+    # Failed authentications (401, 403) a client address or a credential may have in a
+    # minute before it is answered 429 (shared.boundary); counted in Redis. 0: no limit.
+    auth_failures_per_minute: int = Field(default=20, ge=0)

@@ -650,11 +650,19 @@ async def dead_letters(redis: aioredis.Redis, group: str, count: int = 100, star
     return [{"id": _s(i), **{_s(k): _s(v) for k, v in f.items()}} for i, f in rows]
 
 
+def is_entry_id(text: str) -> bool:
+    """A complete stream entry id, `milliseconds-sequence`, each a 64-bit unsigned integer."""
+    ms, sep, seq = text.partition("-")
+    return bool(sep) and all(p.isascii() and p.isdigit() and int(p) < 2**64 for p in (ms, seq))
+
+
 async def find_dead_letter(redis: aioredis.Redis, dead_id: str, group: str | None = None,
                            topology: dict[str, list[str]] | None = None) -> dict[str, str]:
     """One dead letter by id, in the given group or in whichever group holds it.
 
     Raises KeyError when there is none, LookupError when several groups hold that id."""
+    if not is_entry_id(dead_id):
+        raise KeyError(dead_id)  # Redis would refuse the id: no dead letter has it
     groups = [group] if group else list(topology or TOPOLOGY)
     found = []
     for g in groups:
@@ -693,7 +701,7 @@ async def replay_dead_letter(redis: aioredis.Redis, group: str, dead_id: str,
 
 
 async def discard_dead_letter(redis: aioredis.Redis, group: str, dead_id: str) -> None:
-    if not await redis.xdel(dead_letter_stream(group), dead_id):
+    if not is_entry_id(dead_id) or not await redis.xdel(dead_letter_stream(group), dead_id):
         raise KeyError(dead_id)
 
 

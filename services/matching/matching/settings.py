@@ -17,3 +17,5 @@ class Settings(ServiceSettings):
     # no capacity was freed in this process (freed by another replica, or lost in a crash).
     hold_expiry_interval_s: float = 30.0
     waitlist_interval_s: float = 60.0
+    # The largest directory import (HSDS JSON or CSV) accepted, in bytes (413 above it).
+    directory_import_max_bytes: int = 20 * 1024 * 1024

@@ -77,7 +77,7 @@ async def get_referral(referral_id: str, agency: AgencyDep, intake: IntakeDep) -
 async def list_referrals(agency: AgencyDep, intake: IntakeDep,
                          status_: Annotated[ReferralStatus | None, Query(alias="status")] = None,
                          limit: Annotated[int, Query(ge=1, le=200)] = 50,
-                         offset: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
+                         offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0) -> dict[str, Any]:
     items = await intake.list_for_agency(agency.id, status_, limit, offset)
     return {"items": [referral_view(r) for r in items], "limit": limit, "offset": offset}
 

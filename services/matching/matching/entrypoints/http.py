@@ -17,6 +17,7 @@ from matching.domain import hsds
 from matching.service_layer import directory
 from matching.service_layer.services import Matching
 from shared import regions
+from shared.boundary import reads_body
 from shared.http import BearerToken, unauthorized
 
 
@@ -106,7 +107,7 @@ async def list_services(
     organization_id: Annotated[str | None, Query(max_length=64)] = None,
     search: Annotated[str | None, Query(description="part of the service's name", max_length=200)] = None,
     matchable: Annotated[bool | None, Query(description="false: the flagged or inactive ones")] = None,
-    page: Annotated[int, Query(ge=1)] = 1,
+    page: Annotated[int, Query(ge=1, le=100_000)] = 1,  # bounded: the offset must fit the database's integer
     per_page: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> dict[str, Any]:
     """HSDS-style search, paginated in the HSDS 3 API page shape."""
@@ -215,6 +216,7 @@ async def update_capacity(service_id: str, body: CapacityIn, request: Request,
 
 
 @router.post("/directory/import")
+@reads_body("application/json", "+json", "text/csv", "application/csv", max_bytes_setting="directory_import_max_bytes")
 async def import_directory(request: Request, sessions: SessionsDep) -> dict[str, Any]:
     """HSDS JSON (`application/json`: one service_full or organization_full, or a list of
     them) or the project's CSV (`text/csv`, see docs/directory-csv.md). Reports per record
@@ -224,6 +226,8 @@ async def import_directory(request: Request, sessions: SessionsDep) -> dict[str,
     if kind in ("application/json", "application/hsds+json") or kind.endswith("+json"):
         try:
             doc = await asyncio.to_thread(json.loads, raw)
+        except RecursionError as e:
+            raise unprocessable([("(body)", "nesting too deep")]) from e
         except ValueError as e:
             raise unprocessable([("(body)", f"not valid JSON: {e}")]) from e
         items = hsds.parse_document(doc)
