@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from shared import regions
 from shared.pmks import categories
+from shared.text import unstorable_strings
 from shared.vocab import POLICIES, RESOURCE_KINDS, SupportType
 
 # Bump when the mapping changes what a record becomes, so that re-importing an unchanged
@@ -619,6 +620,10 @@ def _organization_full(i: int, pointer: str, item: dict[str, Any]) -> Iterator[P
         org_issues: list[Issue] = []
     except ValidationError as e:
         org, org_issues = None, [replace(x, field=f"organization.{x.field}") for x in _validation_issues(e)]
+    unstorable = [Issue(f"organization.{where}", why, "reject")
+                  for where, why in unstorable_strings({k: v for k, v in item.items() if k != "services"})]
+    if unstorable:
+        org, org_issues = None, org_issues + unstorable
     for j, svc in enumerate(item["services"]):
         p = Parsed(index=i, record=None, pointer=f"{pointer}/services/{j}")
         if org is None:
@@ -636,6 +641,10 @@ def parse_service(raw: Any, *, index: int = 0, pointer: str = "",
         return p.reject("(record)", f"must be a JSON object (a service_full), not {type(raw).__name__}")
     if isinstance(raw.get("id"), str):
         p.service_id = raw["id"].strip()
+    unstorable = [Issue(where, why, "reject") for where, why in unstorable_strings(raw)]
+    if unstorable:  # anywhere, fields kept as given too: no database column can hold it
+        p.issues.extend(unstorable)
+        return p
     try:
         svc = HsdsService.model_validate(raw)
     except ValidationError as e:
@@ -952,6 +961,10 @@ def _int(cells: dict[str, str], name: str, issues: list[Issue]) -> int | None:
 
 def _csv_row(n: int, line: int, cells: dict[str, str]) -> Parsed:
     p = Parsed(index=n, record=None, line=line, service_id=cells.get("id") or None)
+    unstorable = [Issue(name, why, "reject") for name, why in unstorable_strings(cells)]
+    if unstorable:
+        p.issues.extend(unstorable)
+        return p
     try:
         return _csv_record(p, cells)
     except ValidationError as e:
