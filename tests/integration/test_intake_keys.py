@@ -17,7 +17,8 @@ from intake.bootstrap import create_app
 from intake.cli import app as keys_cli
 from intake.service_layer import keys
 from shared.db import make_engine, sessions
-from tests.apps import running
+from shared.grants import sign
+from tests.apps import GRANT_SECRET, running
 from tests.integration.test_intake import AUTH, body, settings
 
 K1, K2 = FieldCipher.generate("k1"), FieldCipher.generate("k2")
@@ -115,3 +116,39 @@ async def test_rotate_reports_a_value_no_configured_key_opens(database_url: str,
     assert result.exit_code == 1
     assert "sealed with key 'k0', which is not configured" in result.output
     assert "Siti" not in result.output
+
+
+async def test_reading_personal_data_sealed_with_a_removed_key_answers_409_naming_the_key(
+    database_url: str, redis_url: str, redis: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    def with_keys(k: str) -> Any:
+        return create_app(settings(database_url, redis_url).model_copy(
+            update={"encryption_keys": k, "receiver_grant_secret": GRANT_SECRET}))
+
+    async with running(with_keys(K1)) as client:
+        rid = (await client.post("/v1/referrals", json=body("GONE-1", narrative="cerita rahasia"),
+                                 headers=AUTH)).json()["id"]
+    # The referral was proposed to receiver R1 and accepted (as matching and notify would say).
+    engine = make_engine(database_url)
+    async with engine.begin() as conn:
+        await conn.execute(text("UPDATE referral SET status = 'accepted', matched_service = :m"), {"m": json.dumps(
+            {"decision_id": "D1", "service_id": "svc-1", "recipient_receiver_ids": ["R1"]})})
+    await engine.dispose()
+    grant, _ = sign(GRANT_SECRET, referral_id=rid, decision_id="D1", receiver_id="R1", credential_id="C1")
+    url, auth = f"/v1/receivers/referrals/{rid}", {"Authorization": f"Bearer {grant}"}
+
+    # k1 removed without a rotation: a clear refusal, and one log line without the data.
+    async with running(with_keys(K2)) as client:
+        r = await client.get(url, headers=auth)
+    assert r.status_code == 409, r.text
+    assert "'k1'" in r.json()["detail"] and "rujukan keys rotate" in r.json()["detail"]
+    for secret in ("Siti", "cerita", "SN"):
+        assert secret not in r.text and secret not in caplog.text
+    lines = [rec for rec in caplog.records if "sealed with key 'k1'" in rec.getMessage()]
+    assert len(lines) == 1 and lines[0].exc_info is None  # no traceback
+
+    # Restored (after the current key), it reads again.
+    async with running(with_keys(f"{K2},{K1}")) as client:
+        r = await client.get(url, headers=auth)
+    assert r.status_code == 200, r.text
+    assert r.json()["narrative"] == "cerita rahasia"

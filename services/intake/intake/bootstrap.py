@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from intake.adapters.crypto import FieldCipher
 from intake.adapters.orm import Outbox
-from intake.entrypoints import http, receivers
+from intake.entrypoints import http, receivers, sealed
 from intake.service_layer.services import Intake
 from intake.settings import Settings
 from shared.http import ERROR_RESPONSES, install_error_handlers
@@ -45,6 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="Rujukan intake", version="1", lifespan=lifespan,
                   description="Agency API: submit referrals and follow them until they close.")
     install_error_handlers(app)
+    sealed.install(app)  # personal data sealed with a key no longer configured: 409, not 500
     app.include_router(health_router())
     app.include_router(ops_router(), responses=ERROR_RESPONSES)
     app.include_router(http.router, responses=ERROR_RESPONSES)
