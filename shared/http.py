@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.boundary import Boundary
 from shared.problems import ERROR_RESPONSES, FieldError, Problem, ProblemResponse, openapi_components, problem
+from shared.text import RefuseControlCharactersInUrls
 
 __all__ = ["ERROR_RESPONSES", "BearerToken", "Problem", "install_error_handlers", "problem", "unauthorized"]
 
@@ -65,17 +66,25 @@ def install_error_handlers(app: FastAPI) -> None:
         app.add_exception_handler(cls, _unavailable)
 
     _document_problems(app)
+    app.add_middleware(RefuseControlCharactersInUrls)  # a NUL in a path or query never reaches the database
     app.add_middleware(Boundary)  # credential present, body capped, failures limited: before any route
 
 
 def _document_problems(app: FastAPI) -> None:
-    """Add the Problem schema that ERROR_RESPONSES refers to to the app's OpenAPI."""
+    """Add the Problem schema that ERROR_RESPONSES refers to to the app's OpenAPI, and give
+    it to every error response a route documents with a description alone."""
     generate = app.openapi
+    problem_content = ERROR_RESPONSES[422]["content"]
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = generate()
             schema.setdefault("components", {}).setdefault("schemas", {}).update(openapi_components())
+            for item in schema.get("paths", {}).values():
+                for operation in item.values():
+                    for code, response in operation.get("responses", {}).items():
+                        if code[:1] in ("4", "5") and "content" not in response:
+                            response["content"] = problem_content
         return app.openapi_schema or {}
 
     app.openapi = openapi  # type: ignore[method-assign]
