@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import DateTime, Index, Integer, MetaData, String, Text, TypeDecorator, event, select
+from sqlalchemy import JSON, DateTime, Index, Integer, MetaData, String, Text, TypeDecorator, event, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
@@ -155,6 +155,43 @@ class ProcessedEventMixin:
     event_id: Mapped[str] = mapped_column(String(32), primary_key=True)
     event_type: Mapped[str] = mapped_column(String(80))
     processed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AuditEntryMixin:
+    """One operator action (shared/audit.py): who (operator, role), what (method, the route
+    or command, the ids it named, the outcome's status), when, and from where. Append-only:
+    the code only inserts, and the migration's triggers refuse UPDATE and DELETE."""
+
+    __tablename__ = "audit_entry"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    operator: Mapped[str] = mapped_column(String(64))
+    role: Mapped[str] = mapped_column(String(20))
+    method: Mapped[str] = mapped_column(String(10))  # GET, POST, ... or CLI
+    action: Mapped[str] = mapped_column(String(200))  # the route template, or the command
+    target: Mapped[dict[str, str]] = mapped_column(JSON)  # the ids it named
+    status: Mapped[int] = mapped_column(Integer)
+    client: Mapped[str] = mapped_column(String(200))
+
+    @declared_attr.directive
+    def __table_args__(cls) -> tuple[Any, ...]:
+        return (Index("ix_audit_entry_at", "at"), Index("ix_audit_entry_operator_id", "operator", "id"))
+
+
+def append_only_ddl(dialect: str, table: str) -> list[str]:
+    """Statements that make `table` refuse UPDATE and DELETE (for a migration)."""
+    if dialect == "sqlite":
+        return [f"CREATE TRIGGER {table}_append_only_{op.lower()} BEFORE {op} ON {table} "
+                f"BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END" for op in ("UPDATE", "DELETE")]
+    if dialect == "postgresql":
+        return [
+            f"CREATE FUNCTION {table}_append_only() RETURNS trigger LANGUAGE plpgsql AS "
+            f"$$ BEGIN RAISE EXCEPTION '{table} is append-only'; END $$",
+            f"CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON {table} "
+            f"FOR EACH STATEMENT EXECUTE FUNCTION {table}_append_only()",
+        ]
+    return []
 
 
 class Base(DeclarativeBase):

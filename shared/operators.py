@@ -6,7 +6,8 @@ configuration holds no key, only its hash, so it can be shared by every replica 
 service without spreading a secret. `rujukan operators key NAME ROLE` makes a key and
 prints its entry.
 
-No role reads personal data or acts as a receiver.
+No role reads personal data or acts as a receiver. Every call an operator makes, allowed
+or refused, is recorded in the audit log (shared/audit.py).
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, status
 
+from shared.audit import STATE_KEY, OperatorCall
 from shared.http import BearerToken, unauthorized
 
-KEY_PREFIX = "rjo_"  # noqa: S105 - marks an operator key, not a secret
+KEY_PREFIX = "rjo_"  # marks an operator key
 
 
 class Role(StrEnum):
@@ -85,6 +87,14 @@ def parse_operator_keys(text: str) -> dict[str, Operator]:
     return found
 
 
+def _call(request: Request, op: Operator) -> OperatorCall:
+    route = request.scope.get("route")
+    return OperatorCall(operator=op.name, role=op.role.value, method=request.method,
+                        action=getattr(route, "path", request.url.path),
+                        target={k: str(v)[:100] for k, v in request.path_params.items()},
+                        client=request.client.host if request.client else "")
+
+
 def _operators(request: Request) -> dict[str, Operator]:
     settings: Any = getattr(request.app.state, "settings", None) or request.app.state.runtime.settings
     return parse_operator_keys(settings.operator_keys or "")
@@ -92,16 +102,17 @@ def _operators(request: Request) -> dict[str, Operator]:
 
 def operator_with(*roles: Role) -> Callable[..., Awaitable[Operator]]:
     """A dependency that admits an operator holding one of `roles` (401 for no or an
-    unknown key, 403 for a known key of another role) and puts it on `request.state`."""
+    unknown key, 403 for a known key of another role) and names it on the request for the
+    audit log, refused or not."""
 
     async def dependency(token: BearerToken, request: Request) -> Operator:
         op = _operators(request).get(key_digest(token))
         if op is None:
             raise unauthorized()
+        setattr(request.state, STATE_KEY, _call(request, op))
         if op.role not in roles:
             raise HTTPException(status.HTTP_403_FORBIDDEN,
                                 f"the role '{op.role}' may not do this; it needs: {', '.join(roles)}")
-        request.state.operator = op
         return op
 
     return dependency

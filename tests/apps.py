@@ -4,6 +4,7 @@ stream provisioning, outbox relay and consumer) against real Redis and a real da
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -14,10 +15,27 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
 from intake.adapters.crypto import FieldCipher
+from shared.operators import Role, entry_for, new_key
 
 TEST_KEYS = FieldCipher.generate("test1")
 DEMO_KEY = "test-demo-key"
-ADMIN_KEY = "test-admin-key"
+# One operator per role, each with its own key (made per run: never a published value).
+DIRECTORY_KEY, OPERATIONS_KEY, ONBOARDING_KEY, AUDIT_KEY = new_key(), new_key(), new_key(), new_key()
+OPERATOR_KEYS = ",".join([
+    entry_for("test-directory", Role.directory, DIRECTORY_KEY),
+    entry_for("test-operations", Role.operations, OPERATIONS_KEY),
+    entry_for("test-onboarding", Role.onboarding, ONBOARDING_KEY),
+    entry_for("test-audit", Role.audit, AUDIT_KEY),
+])
+ROLE_KEYS = {Role.directory: DIRECTORY_KEY, Role.operations: OPERATIONS_KEY, Role.onboarding: ONBOARDING_KEY,
+             Role.audit: AUDIT_KEY}
+# The agency keys' pepper and the receivers' grant secret of the tests.
+AGENCY_PEPPER = secrets.token_urlsafe(32)
+GRANT_SECRET = secrets.token_urlsafe(32)
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
 
 
 @asynccontextmanager

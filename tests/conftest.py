@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,13 @@ from tests.servers import (
     docker_available,
     find_postgres_bindir,
 )
+
+# The services under test run on development values (fixed keys, Redis without a password),
+# as `make run` does; the tests of production's refusals give rujukan_env="production".
+os.environ["RUJUKAN_ENV"] = "development"
+# Every in-process client is 127.0.0.1: one test's 401s must not get another's requests a
+# 429. The tests of the limit set auth_failures_per_minute themselves.
+os.environ.setdefault("AUTH_FAILURES_PER_MINUTE", "0")
 
 # =============================================================================================
 # Real servers: Redis, PostgreSQL, SMTP (see tests/servers.py).

@@ -11,7 +11,7 @@ import pytest
 
 from shared.devstack import APP_SERVICES, Stack
 from shared.redis_server import free_port
-from tests.apps import ADMIN_KEY, DEMO_KEY, TEST_KEYS
+from tests.apps import AGENCY_PEPPER, DEMO_KEY, GRANT_SECRET, OPERATOR_KEYS, TEST_KEYS
 
 StackFactory = Callable[..., Stack]
 
@@ -27,7 +27,8 @@ def stack_factory(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[St
         var = tmp_path / f"var{len(stacks)}"
         base: dict[str, str] = {
             "PATH": __import__("os").environ["PATH"],
-            "DEMO_API_KEY": DEMO_KEY, "ADMIN_API_KEY": ADMIN_KEY, "ENCRYPTION_KEYS": TEST_KEYS,
+            "RUJUKAN_ENV": "development", "DEMO_API_KEY": DEMO_KEY, "OPERATOR_KEYS": OPERATOR_KEYS,
+            "ENCRYPTION_KEYS": TEST_KEYS, "AGENCY_KEY_PEPPER": AGENCY_PEPPER, "RECEIVER_GRANT_SECRET": GRANT_SECRET,
             "RUJUKAN_REDIS_PORT": str(free_port()), "RUJUKAN_SMTP_PORT": str(free_port()),
             "SEED_DEMO": "true", "OUTBOX_POLL_INTERVAL_S": "0.5", "LOG_LEVEL": "INFO",
         }

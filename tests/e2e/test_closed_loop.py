@@ -17,7 +17,7 @@ import pytest
 
 from shared.devstack import Stack
 from shared.mailcatcher import MailCatcher
-from tests.apps import ADMIN_KEY, DEMO_KEY
+from tests.apps import DEMO_KEY, DIRECTORY_KEY
 from tests.e2e.conftest import StackFactory
 from tests.e2e.test_first_referral import PERSONAL, assert_no_personal_data_in_logs, assert_no_personal_data_on_streams
 from tests.unit.test_referral_request import VALID
@@ -25,7 +25,7 @@ from tests.unit.test_referral_request import VALID
 pytestmark = pytest.mark.e2e
 
 AGENCY = {"Authorization": f"Bearer {DEMO_KEY}"}
-ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
+ADMIN = {"Authorization": f"Bearer {DIRECTORY_KEY}"}
 TOKEN = re.compile(r"Authorization: Bearer (rjk_[A-Za-z0-9_\-]+)")
 LINK = re.compile(r"/v1/inbox/([0-9A-Z]{26})")
 

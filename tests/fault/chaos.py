@@ -35,7 +35,7 @@ from shared.events import Envelope
 from shared.mailcatcher import MailCatcher
 from shared.redis_server import RedisProcess, free_port
 from shared.streams import DECISIONS, SUBMITTED, dead_letter_stream, stats_key
-from tests.apps import ADMIN_KEY, DEMO_KEY, TEST_KEYS
+from tests.apps import DEMO_KEY, OPERATOR_KEYS, TEST_KEYS
 from tests.servers import PostgresProcess
 
 AGENCY = {"Authorization": f"Bearer {DEMO_KEY}"}
@@ -103,7 +103,8 @@ class ChaosStack:
         self.mail.start()
         env: dict[str, str] = {
             "PATH": os.environ["PATH"], "REDIS_URL": self.redis.url, "SMTP_URL": self.mail.url,
-            "DEMO_API_KEY": DEMO_KEY, "ADMIN_API_KEY": ADMIN_KEY, "ENCRYPTION_KEYS": TEST_KEYS,
+            "DEMO_API_KEY": DEMO_KEY, "OPERATOR_KEYS": OPERATOR_KEYS, "ENCRYPTION_KEYS": TEST_KEYS,
+            "RUJUKAN_ENV": "development",
             "SEED_DEMO": "true", "LOG_LEVEL": "INFO", "OUTBOX_POLL_INTERVAL_S": "0.5",
             "MAIL_POLL_INTERVAL_S": "0.5", "RECLAIM_IDLE_MS": "3000", "STREAM_TRIM_INTERVAL_S": "2",
         }

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from shared.redis_server import RedisProcess, free_port
 from shared.streams import DECISIONS, DECISIONS_URGENT, SUBMITTED, connect, provision, publish
-from tests.apps import ADMIN_KEY
+from tests.apps import OPERATOR_KEYS
 from tests.integration.test_streams import submitted
 
 pytestmark = [pytest.mark.fault, pytest.mark.timeout(300)]
@@ -42,7 +42,7 @@ def own_redis(tmp_path: Path) -> Iterator[RedisProcess]:
 
 def start_matching(tmp_path: Path, redis_url: str, db: Path, port: int) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PORT": str(port), "REDIS_URL": redis_url, "DATABASE_URL": f"sqlite+aiosqlite:///{db}",
-           "SEED_DEMO": "true", "ADMIN_API_KEY": ADMIN_KEY, "RECLAIM_IDLE_MS": str(IDLE_MS), "STREAM_BATCH": "20",
+           "SEED_DEMO": "true", "OPERATOR_KEYS": OPERATOR_KEYS, "RECLAIM_IDLE_MS": str(IDLE_MS), "STREAM_BATCH": "20",
            "LOG_LEVEL": "INFO"}
     log = (tmp_path / "matching.log").open("ab")
     proc = subprocess.Popen([sys.executable, "-m", "matching"], env=env, cwd=ROOT, stdout=log,

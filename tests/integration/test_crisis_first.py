@@ -15,7 +15,7 @@ from matching.bootstrap import create_app
 from matching.settings import Settings
 from shared.events import Envelope
 from shared.streams import DECISIONS_URGENT, SUBMITTED, SUBMITTED_URGENT, provision, publish
-from tests.apps import ADMIN_KEY, eventually, running
+from tests.apps import OPERATOR_KEYS, eventually, running
 from tests.matching_kit import World, submitted
 
 BACKLOG = 2000
@@ -37,7 +37,7 @@ async def test_a_crisis_behind_thousands_of_routine_referrals_is_decided_first(
         await publish(redis, routine[i:i + 500])
     assert await redis.xlen(SUBMITTED) == BACKLOG
 
-    settings = Settings(database_url=database_url, redis_url=redis_url, admin_api_key=ADMIN_KEY,
+    settings = Settings(database_url=database_url, redis_url=redis_url, operator_keys=OPERATOR_KEYS,
                         stream_batch=BATCH, stream_block_ms=100, outbox_poll_interval_s=0.2)
     app = create_app(settings)
     async with running(app):

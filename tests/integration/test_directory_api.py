@@ -18,11 +18,11 @@ from matching.bootstrap import create_app
 from matching.service_layer.directory import candidates
 from matching.settings import Settings
 from shared.events import new_id, utcnow
-from tests.apps import ADMIN_KEY, running
+from tests.apps import DIRECTORY_KEY, OPERATOR_KEYS, running
 
 DATA = Path(__file__).parents[1] / "data" / "hsds"
 SEED = Path(__file__).parents[2] / "services" / "matching" / "matching" / "seed"
-AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
+AUTH = {"Authorization": f"Bearer {DIRECTORY_KEY}"}
 CSV = {**AUTH, "Content-Type": "text/csv"}
 EXAMPLE_ID = "ac148810-d857-441c-9679-408f346de14b"
 
@@ -40,7 +40,7 @@ def police_unit(**over: Any) -> dict[str, Any]:
 
 @pytest.fixture
 async def app_client(database_url: str, redis_url: str, redis: Any) -> AsyncIterator[tuple[Any, httpx.AsyncClient]]:
-    app = create_app(Settings(database_url=database_url, redis_url=redis_url, admin_api_key=ADMIN_KEY,
+    app = create_app(Settings(database_url=database_url, redis_url=redis_url, operator_keys=OPERATOR_KEYS,
                               stream_block_ms=100, outbox_poll_interval_s=0.2))
     async with running(app) as client:
         yield app, client
@@ -370,7 +370,7 @@ async def test_an_unreadable_import_is_refused_whole(client: httpx.AsyncClient) 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_the_demo_seed_goes_in_through_the_importer(database_url: str, redis_url: str, redis: Any) -> None:
-    settings = Settings(database_url=database_url, redis_url=redis_url, admin_api_key=ADMIN_KEY, seed_demo=True,
+    settings = Settings(database_url=database_url, redis_url=redis_url, operator_keys=OPERATOR_KEYS, seed_demo=True,
                         stream_block_ms=100)
     for _ in range(2):  # a restart seeds again and changes nothing
         async with running(create_app(settings)) as client:

@@ -13,6 +13,7 @@ from intake.adapters.crypto import FieldCipher
 from intake.adapters.orm import Outbox
 from intake.bootstrap import create_app
 from intake.domain.model import ReferralRequest
+from intake.service_layer.agencies import Agencies
 from intake.service_layer.services import Intake
 from intake.settings import Settings
 from shared.db import make_engine, sessions, upgrade
@@ -178,7 +179,7 @@ async def test_a_referral_committed_while_redis_is_down_is_published_later(
     engine = make_engine(database_url)
     factory = sessions(engine)
     dead = connect("redis://127.0.0.1:1/0")  # nothing listens there
-    intake = Intake(factory, FieldCipher(TEST_KEYS), OutboxRelay(factory, Outbox, dead))
+    intake = Intake(factory, FieldCipher(TEST_KEYS), OutboxRelay(factory, Outbox, dead), Agencies(factory, pepper=""))
     await intake.ensure_agency("demo", "Demo", DEMO_KEY)
     referral, created = await intake.submit("demo", ReferralRequest.model_validate(body("OFFLINE-1")))
     assert created

@@ -1,7 +1,8 @@
 """Dead letters from the operator's side: listed, inspected and replayed over HTTP (every
-service's /v1/ops) and from the `rujukan` CLI; a repaired event replayed goes all the way:
-decision, seat, email, timeline. Runs on its own redis-server (the services read the real
-stream names)."""
+service's /v1/ops) and from the `rujukan` CLI, each action audited; a dead letter replayed
+as it was goes all the way (decision, seat, email, timeline), one whose event does not parse
+is never replayed, and nothing an operator sends takes its place. Runs on its own
+redis-server (the services read the real stream names)."""
 
 from __future__ import annotations
 
@@ -17,20 +18,22 @@ from typer.testing import CliRunner
 
 from intake.bootstrap import create_app as intake_app
 from intake.settings import Settings as IntakeSettings
+from matching.bootstrap import MIGRATIONS as MATCHING_MIGRATIONS
 from matching.bootstrap import create_app as matching_app
 from matching.settings import Settings as MatchingSettings
 from notify.bootstrap import create_app as notify_app
 from notify.settings import Settings as NotifySettings
 from shared.cli import app as cli
+from shared.db import upgrade
 from shared.events import Envelope
 from shared.mailcatcher import MailCatcher
 from shared.redis_server import RedisProcess, free_port
 from shared.streams import SUBMITTED, Message, StreamConsumer, dead_letter_stream, provision, replay_stream
-from tests.apps import ADMIN_KEY, DEMO_KEY, TEST_KEYS, eventually, running
+from tests.apps import DEMO_KEY, OPERATIONS_KEY, OPERATOR_KEYS, TEST_KEYS, eventually, running
 from tests.integration.test_streams import submitted
 from tests.unit.test_referral_request import VALID
 
-ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
+ADMIN = {"Authorization": f"Bearer {OPERATIONS_KEY}"}
 AGENCY = {"Authorization": f"Bearer {DEMO_KEY}"}
 
 
@@ -50,7 +53,7 @@ async def redis(own_redis: RedisProcess) -> AsyncIterator[aioredis.Redis]:
 
 
 def settings(tmp_path: Path, redis_url: str, smtp_url: str) -> dict[str, Any]:
-    common: dict[str, Any] = dict(redis_url=redis_url, admin_api_key=ADMIN_KEY, outbox_poll_interval_s=0.2,
+    common: dict[str, Any] = dict(redis_url=redis_url, operator_keys=OPERATOR_KEYS, outbox_poll_interval_s=0.2,
                                   stream_block_ms=100)
     return {
         "intake": IntakeSettings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'intake.db'}",
@@ -62,7 +65,7 @@ def settings(tmp_path: Path, redis_url: str, smtp_url: str) -> dict[str, Any]:
     }
 
 
-async def test_a_repaired_event_replayed_over_http_goes_all_the_way(
+async def test_a_dead_letter_replayed_as_it_was_over_http_goes_all_the_way(
     tmp_path: Path, own_redis: RedisProcess, redis: aioredis.Redis, mailbox: MailCatcher
 ) -> None:
     conf = settings(tmp_path, own_redis.url, mailbox.url)
@@ -75,45 +78,49 @@ async def test_a_repaired_event_replayed_over_http_goes_all_the_way(
             return list(await redis.xrange(SUBMITTED))
 
         [(entry_id, fields)] = await eventually(published)
-        # The event is damaged on its way (a producer bug): matching must not decide on it.
-        broken = json.loads(fields["event"])
-        good_band = broken["data"]["age_band"]
-        broken["data"]["age_band"] = "tiga puluh"
-        await redis.xdel(SUBMITTED, entry_id)
-        await redis.xadd(SUBMITTED, {"type": broken["type"], "event": json.dumps(broken)})
+        # Matching failed on it for a reason since fixed (a bug, a dependency away) until
+        # its last delivery dead-lettered it: its event is sound.
+        await redis.xreadgroup("matching", "before-the-fix", {SUBMITTED: ">"}, count=1)
+        before_the_fix = StreamConsumer(redis, group="matching", consumer="before-the-fix", streams=[SUBMITTED],
+                                        handler=None, block_ms=100)
+        assert await before_the_fix.dead_letter(SUBMITTED, entry_id, fields, "RuntimeError: a bug since fixed", 5)
+        # Another event is damaged on its way (a producer bug): it must never be decided on.
+        damaged = submitted().model_dump(mode="json")
+        damaged["data"]["age_band"] = "tiga puluh"
+        await redis.xadd(SUBMITTED, {"type": damaged["type"], "event": json.dumps(damaged)})
 
         async with running(matching_app(conf["matching"])) as matching, running(notify_app(conf["notify"])) as notify:
-            async def letters() -> list[Any]:
+            async def letters() -> list[Any] | None:
                 res = (await matching.get("/v1/ops/dead-letters", headers=ADMIN)).json()["items"]
-                return list(res)
+                return list(res) if len(res) == 2 else None
 
-            [letter] = await eventually(letters)
-            assert letter["group"] == "matching" and letter["stream"] == SUBMITTED
-            assert "age_band" in letter["error"] and letter["event"]["id"] == broken["id"]
+            sound, broken = await eventually(letters)
+            assert sound["group"] == "matching" and sound["stream"] == SUBMITTED and sound["event"]["subject"] == rid
+            assert "age_band" in broken["error"] and broken["event"]["id"] == damaged["id"]
 
-            # Every service shows the same dead letters; none without the operator's key.
-            shown = await notify.get(f"/v1/ops/dead-letters/{letter['id']}", headers=ADMIN)
-            assert shown.json()["id"] == letter["id"]
+            # Every service shows the same dead letters; none without the operations key.
+            shown = await notify.get(f"/v1/ops/dead-letters/{sound['id']}", headers=ADMIN)
+            assert shown.json()["id"] == sound["id"]
             assert (await intake.get("/v1/ops/dead-letters")).status_code == 401
             assert (await intake.get("/v1/ops/dead-letters", headers=AGENCY)).status_code == 401
             assert (await matching.get("/v1/ops/dead-letters/1-1", headers=ADMIN)).status_code == 404
+            for bad_id in ("abc", "1-1-1", "-", "1" * 30 + "-0"):
+                assert (await matching.get(f"/v1/ops/dead-letters/{bad_id}", headers=ADMIN)).status_code == 422
+                assert (await matching.post(f"/v1/ops/dead-letters/{bad_id}/replay", headers=ADMIN)).status_code == 422
             bad_group = await matching.get("/v1/ops/dead-letters", params={"group": "nobody"}, headers=ADMIN)
             assert bad_group.status_code == 422 and bad_group.json()["errors"][0]["field"] == "group"
 
-            # Replaying as it was cannot help: refused with the reason.
-            as_is = await matching.post(f"/v1/ops/dead-letters/{letter['id']}/replay", headers=ADMIN)
-            assert as_is.status_code == 422
-            assert as_is.json()["errors"][0]["field"] == "event" and "age_band" in as_is.json()["errors"][0]["reason"]
-            # A repair that is still wrong is refused too, and the letter stays.
-            still = dict(broken, data=dict(broken["data"], urgency="whenever"))
-            still["data"]["age_band"] = good_band
-            r = await matching.post(f"/v1/ops/dead-letters/{letter['id']}/replay", json={"event": still},
-                                    headers=ADMIN)
-            assert r.status_code == 422 and "urgency" in r.json()["errors"][0]["reason"]
+            # The damaged one would only fail again: refused with the reason, and no body an
+            # operator sends takes its place (an operator never puts an event of their own
+            # making on a stream).
+            repaired = dict(damaged, data=dict(damaged["data"], age_band="30-34"))
+            for body in (None, {"event": repaired}):
+                r = await matching.post(f"/v1/ops/dead-letters/{broken['id']}/replay", json=body, headers=ADMIN)
+                assert r.status_code == 422
+                assert r.json()["errors"][0]["field"] == "event" and "age_band" in r.json()["errors"][0]["reason"]
+            assert (await matching.get(f"/v1/ops/dead-letters/{broken['id']}", headers=ADMIN)).status_code == 200
 
-            repaired = dict(broken, data=dict(broken["data"], age_band=good_band))
-            r = await matching.post(f"/v1/ops/dead-letters/{letter['id']}/replay", json={"event": repaired},
-                                    headers=ADMIN)
+            r = await matching.post(f"/v1/ops/dead-letters/{sound['id']}/replay", headers=ADMIN)
             assert r.status_code == 202, r.text
             assert r.json()["group"] == "matching"
 
@@ -128,12 +135,12 @@ async def test_a_repaired_event_replayed_over_http_goes_all_the_way(
             mails = [m for m in mailbox.messages() if m["Message-ID"] == f"<{delivery['id']}@rujukan>"]
             assert len(mails) == 1
             assert [t["kind"] for t in view["timeline"]].count("proposed") == 1
-            assert await redis.xlen(dead_letter_stream("matching")) == 0
+            assert await redis.xlen(dead_letter_stream("matching")) == 1  # the damaged one, to discard
             report = (await notify.get("/v1/ops/streams", headers=ADMIN)).json()
-            assert {g["group"]: g["dead_letters"] for g in report["groups"]}["matching"] == 0
+            assert {g["group"]: g["dead_letters"] for g in report["groups"]}["matching"] == 1
 
 
-async def test_cli_lists_shows_and_replays_a_repaired_event(
+async def test_cli_lists_shows_replays_and_discards_with_an_audit_entry_each(
     tmp_path: Path, own_redis: RedisProcess, redis: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await provision(redis)
@@ -151,38 +158,69 @@ async def test_cli_lists_shows_and_replays_a_repaired_event(
                               block_ms=100)
     await consumer._read_once()
     assert await redis.xlen(dead_letter_stream("matching")) == 2
+    # A sound one failed for a reason since fixed (a bug, a dependency away) until its
+    # last delivery dead-lettered it.
+    sound = submitted()
+    await redis.xadd(SUBMITTED, {"type": sound.type, "event": sound.model_dump_json()})
+    [(_, [(sound_entry, sound_fields)])] = await redis.xreadgroup("matching", "cli-test", {SUBMITTED: ">"})
+    assert await consumer.dead_letter(SUBMITTED, sound_entry, sound_fields, "RuntimeError: a bug since fixed", 5)
+    got.clear()
 
+    # The command line records its actions in the audit log of the service whose database
+    # DATABASE_URL names (matching's here).
+    database_url = f"sqlite+aiosqlite:///{tmp_path / 'matching.db'}"
+    await upgrade(database_url, MATCHING_MIGRATIONS)
     monkeypatch.setenv("REDIS_URL", own_redis.url)
+    monkeypatch.setenv("RUJUKAN_OPERATOR", "budi")
     runner = CliRunner()
 
-    def invoke(*args: str) -> Any:  # the CLI runs its own event loop: give it a thread
-        return asyncio.to_thread(runner.invoke, cli, list(args))
+    def invoke(*args: str, audited: bool = True) -> Any:  # the CLI runs its own event loop: give it a thread
+        env = {"DATABASE_URL": database_url} if audited else {"DATABASE_URL": None}
+        return asyncio.to_thread(runner.invoke, cli, list(args), env=env)
+
     listed = await invoke("dead-letters", "list", "--json")
     assert listed.exit_code == 0, listed.output
     items = json.loads(listed.output)
-    assert [i["group"] for i in items] == ["matching", "matching"]
-    invalid, malformed = items
+    assert [i["group"] for i in items] == ["matching", "matching", "matching"]
+    invalid, malformed, fixed = items
     assert "gender" in invalid["error"] and malformed["error"].startswith("malformed JSON")
 
     shown = await invoke("dead-letters", "show", invalid["id"], "--group", "matching")
     assert shown.exit_code == 0 and json.loads(shown.output)["event"]["id"] == event.id
     assert (await invoke("dead-letters", "show", "1-1")).exit_code == 1
+    assert (await invoke("dead-letters", "show", "abc")).exit_code == 2  # not an id: a usage error, no traceback
     assert (await invoke("dead-letters", "list", "--group", "nobody")).exit_code == 2
 
-    # As is, it would only fail again: refused.
+    # What does not parse would only fail again: refused, and there is no way to give a
+    # repaired event instead.
     refused = await invoke("dead-letters", "replay", invalid["id"])
-    assert refused.exit_code == 2 and "event-file" in refused.output
+    assert refused.exit_code == 2 and "discard" in refused.output
     repaired = tmp_path / "repaired.json"
     repaired.write_text(event.model_dump_json())
-    done = await invoke("dead-letters", "replay", invalid["id"], "--event-file", str(repaired))
+    assert (await invoke("dead-letters", "replay", invalid["id"], "--event-file", str(repaired))).exit_code == 2
+    # Changing something is never unrecorded: refused without DATABASE_URL.
+    assert (await invoke("dead-letters", "replay", fixed["id"], audited=False)).exit_code == 2
+    done = await invoke("dead-letters", "replay", fixed["id"])
     assert done.exit_code == 0, done.output
     await consumer._read_once()
-    assert [(m.envelope.id, m.stream) for m in got] == [(event.id, replay_stream("matching"))]
-    assert Envelope.model_validate(event.model_dump()).id == got[0].envelope.id
+    assert [(m.envelope.id, m.stream) for m in got] == [(sound.id, replay_stream("matching"))]
+    assert Envelope.model_validate(sound.model_dump()).id == got[0].envelope.id
 
-    assert (await invoke("dead-letters", "discard", malformed["id"], "--group", "matching")).exit_code == 0
+    for letter in (invalid, malformed):
+        assert (await invoke("dead-letters", "discard", letter["id"], "--group", "matching")).exit_code == 0
     assert await redis.xlen(dead_letter_stream("matching")) == 0
     streams = await invoke("streams", "--json")
     assert streams.exit_code == 0
     report = json.loads(streams.output)
-    assert {g["group"]: g["counters"].get("dead_lettered") for g in report["groups"]}["matching"] == 2
+    assert {g["group"]: g["counters"].get("dead_lettered") for g in report["groups"]}["matching"] == 3
+
+    log = await invoke("audit", "--operator", "budi", "--json")
+    assert log.exit_code == 0, log.output
+    seen = [(e["action"], e["target"].get("dead_id"), e["status"]) for e in json.loads(log.output)]
+    assert seen == [
+        ("dead-letters list", None, 200), ("dead-letters show", invalid["id"], 200),
+        ("dead-letters show", "1-1", 404), ("dead-letters replay", invalid["id"], 422),
+        ("dead-letters replay", fixed["id"], 200), ("dead-letters discard", invalid["id"], 200),
+        ("dead-letters discard", malformed["id"], 200), ("streams", None, 200),
+    ]
+    assert all(e["role"] == "cli" and e["operator"] == "budi" for e in json.loads(log.output))

@@ -24,7 +24,7 @@ from shared.events import Envelope, EventData, NotificationSent, Recipient, Refe
 from shared.mailcatcher import MailCatcher
 from shared.redis_server import RedisProcess, free_port
 from shared.streams import Message, publish
-from tests.apps import ADMIN_KEY, DEMO_KEY, TEST_KEYS, eventually, running
+from tests.apps import DEMO_KEY, OPERATOR_KEYS, TEST_KEYS, eventually, running
 from tests.integration.test_streams import submitted
 from tests.unit.test_referral_request import VALID
 
@@ -45,7 +45,7 @@ async def redis(own_redis: RedisProcess) -> AsyncIterator[aioredis.Redis]:
 
 
 def common(own_redis: RedisProcess, database_url: str) -> dict[str, Any]:
-    return dict(redis_url=own_redis.url, database_url=database_url, admin_api_key=ADMIN_KEY,
+    return dict(redis_url=own_redis.url, database_url=database_url, operator_keys=OPERATOR_KEYS,
                 outbox_poll_interval_s=0.2, stream_block_ms=100)
 
 

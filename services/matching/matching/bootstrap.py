@@ -11,17 +11,19 @@ from pathlib import Path
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from matching.adapters.orm import Outbox
+from matching.adapters.orm import AuditEntry, Outbox
 from matching.domain.hsds import parse_document
 from matching.entrypoints import http
 from matching.service_layer.directory import import_parsed
 from matching.service_layer.services import Matching
 from matching.service_layer.workers import HoldExpiry, Waitlist
 from matching.settings import Settings
+from shared.audit import install_audit
 from shared.http import ERROR_RESPONSES, install_error_handlers
 from shared.ops import ops_router
 from shared.outbox import OutboxRelay
 from shared.runtime import Runtime, configure_logging, health_router
+from shared.settings import settings_to_start
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 DEMO_DIRECTORY = Path(__file__).parent / "seed" / "demo_directory.json"
@@ -35,6 +37,7 @@ async def seed_demo(sessions: async_sessionmaker[AsyncSession]) -> int:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    settings.refuse_development_values()  # a known secret never runs in production
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -58,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="Rujukan matching", version="1", lifespan=lifespan,
                   description="Directory admin and decisions: who gets sent where, and why.")
     install_error_handlers(app)
+    install_audit(app, AuditEntry)
     app.include_router(health_router())
     app.include_router(ops_router(), responses=ERROR_RESPONSES)
     app.include_router(http.router, responses=ERROR_RESPONSES)
@@ -67,6 +71,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 def main() -> None:
     from shared.runtime import serve
 
-    settings = Settings()
+    settings = settings_to_start(Settings)
     configure_logging(settings.service_name, settings.log_level)
     serve(create_app(settings), settings.host, settings.port, settings.log_level)

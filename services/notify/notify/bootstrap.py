@@ -10,21 +10,24 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from notify.adapters.mailer import Mailer
-from notify.adapters.orm import Outbox
+from notify.adapters.orm import AuditEntry, Outbox
 from notify.entrypoints import http, inbox
 from notify.service_layer.inbox import Inbox
 from notify.service_layer.services import Notify
 from notify.settings import Settings
+from shared.audit import install_audit
 from shared.http import ERROR_RESPONSES, install_error_handlers
 from shared.ops import ops_router
 from shared.outbox import OutboxRelay
 from shared.runtime import Runtime, configure_logging, health_router
+from shared.settings import settings_to_start
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    settings.refuse_development_values()  # a known secret never runs in production
     mailer = Mailer(settings.smtp_url, settings.mail_from)  # fail at once on a bad SMTP_URL
 
     @asynccontextmanager
@@ -49,6 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="Rujukan notify", version="1", lifespan=lifespan,
                   description="Deliveries to receiving social workers and facilitators.")
     install_error_handlers(app)
+    install_audit(app, AuditEntry)
     app.include_router(health_router())
     app.include_router(ops_router(), responses=ERROR_RESPONSES)
     app.include_router(http.router, responses=ERROR_RESPONSES)
@@ -60,6 +64,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 def main() -> None:
     from shared.runtime import serve
 
-    settings = Settings()
+    settings = settings_to_start(Settings)
     configure_logging(settings.service_name, settings.log_level)
     serve(create_app(settings), settings.host, settings.port, settings.log_level)

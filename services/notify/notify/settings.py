@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from shared.settings import ServiceSettings
+from shared.settings import ServiceSettings, secret_problem
 
 
 class Settings(ServiceSettings):
@@ -27,3 +27,9 @@ class Settings(ServiceSettings):
     receiver_grant_secret: str = ""
     intake_public_url: str = "http://127.0.0.1:8001"
     receiver_grant_minutes: float = 30.0
+
+    def development_values(self) -> list[str]:
+        problems = super().development_values()
+        if problem := secret_problem("RECEIVER_GRANT_SECRET", self.receiver_grant_secret):
+            problems.append(problem)
+        return problems

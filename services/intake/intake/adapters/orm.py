@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from shared.db import OutboxMixin, ProcessedEventMixin, UTCDateTime, new_metadata
+from shared.db import AuditEntryMixin, OutboxMixin, ProcessedEventMixin, UTCDateTime, new_metadata
 from shared.events import utcnow
 
 
@@ -18,12 +18,21 @@ class Base(DeclarativeBase):
 
 
 class Agency(Base):
+    """A referring agency and its one API key, kept as HMAC-SHA256(AGENCY_KEY_PEPPER, key):
+    the key itself is shown once, when issued. An agency whose key is not known (revoked,
+    or from before keys were peppered) has `active` false and `key_hmac` "none:<id>", which
+    no HMAC can equal."""
+
     __tablename__ = "agency"
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
-    api_key_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    key_hmac: Mapped[str] = mapped_column(String(80), unique=True)
+    # The key's first characters, to tell keys apart in a list (not enough to guess it).
+    key_hint: Mapped[str | None] = mapped_column(String(16), nullable=True)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    key_issued_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class Referral(Base):
@@ -77,4 +86,8 @@ class Outbox(OutboxMixin, Base):
 
 
 class ProcessedEvent(ProcessedEventMixin, Base):
+    pass
+
+
+class AuditEntry(AuditEntryMixin, Base):
     pass

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from intake.adapters.crypto import FieldCipher
 from intake.adapters.orm import Agency, Outbox, ProcessedEvent, Referral, TimelineEntry
 from intake.domain.model import ReferralRequest, may_move
+from intake.service_layer.agencies import Agencies
 from shared.db import first_time
 from shared.events import (
     Envelope,
@@ -62,30 +62,15 @@ class Intake:
     sessions: async_sessionmaker[AsyncSession]
     cipher: FieldCipher
     relay: OutboxRelay
+    agencies: Agencies
 
     # --- agencies -----------------------------------------------------------------------
 
     async def agency_for_key(self, api_key: str) -> Agency | None:
-        digest = hashlib.sha256(api_key.encode()).hexdigest()
-        async with self.sessions() as s:
-            agency = await s.scalar(select(Agency).where(Agency.api_key_sha256 == digest))
-        return agency if agency is not None and agency.active else None
+        return await self.agencies.for_key(api_key)
 
     async def ensure_agency(self, agency_id: str, name: str, api_key: str) -> None:
-        digest = hashlib.sha256(api_key.encode()).hexdigest()
-        for attempt in (1, 2):
-            try:
-                async with self.sessions() as s, s.begin():
-                    agency = await s.get(Agency, agency_id)
-                    if agency is None:
-                        s.add(Agency(id=agency_id, name=name, api_key_sha256=digest))
-                    else:
-                        agency.name, agency.api_key_sha256, agency.active = name, digest, True
-                return
-            except IntegrityError:
-                # Replicas starting together: another one created it first; update it instead.
-                if attempt == 2:
-                    raise
+        await self.agencies.ensure(agency_id, name, api_key)
 
     # --- submission ---------------------------------------------------------------------
 
