@@ -29,13 +29,26 @@ def test_make_run_from_a_clean_clone_without_uv(tmp_path: Path) -> None:
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)
     ports = {name: free_port() for name in ("intake", "matching", "notify", "redis", "smtp")}
-    env = {"PATH": BARE_PATH, "HOME": os.environ.get("HOME", "/root"), "LANG": "C.UTF-8",
-           "RUJUKAN_REDIS_PORT": str(ports["redis"]), "RUJUKAN_SMTP_PORT": str(ports["smtp"]),
-           **{f"RUJUKAN_{n.upper()}_PORT": str(ports[n]) for n in ("intake", "matching", "notify")}}
+    # The machine's environment (certificates, package index settings) less uv and the
+    # test run's virtual environment.
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("UV_", "RUJUKAN_")) and k not in ("UV", "VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")
+    }
+    env.update(
+        {
+            "PATH": BARE_PATH,
+            "RUJUKAN_REDIS_PORT": str(ports["redis"]),
+            "RUJUKAN_SMTP_PORT": str(ports["smtp"]),
+            **{f"RUJUKAN_{n.upper()}_PORT": str(ports[n]) for n in ("intake", "matching", "notify")},
+        }
+    )
     log_path = tmp_path / "make-run.log"
     with log_path.open("wb") as log:
-        proc = subprocess.Popen(["make", "run"], cwd=clone, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            ["make", "run"], cwd=clone, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         try:
             deadline = time.monotonic() + 420
             while "Rujukan is running" not in log_path.read_text(errors="replace"):
