@@ -35,6 +35,12 @@ REGENCIES: dict[str, str] = {
 }
 
 
+def schema_pattern() -> str:
+    """REGION_CODE with the known provinces, as a JSON Schema pattern (for the OpenAPI)."""
+    provinces = "|".join(sorted(PROVINCES))
+    return rf"^(?:{provinces})(?:\.[0-9]{{2}}(?:\.[0-9]{{2}}(?:\.[0-9]{{4}})?)?)?$"
+
+
 def validate(code: str) -> str:
     """Return the code if well formed with a known province, else raise ValueError."""
     if not REGION_CODE.fullmatch(code):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, StrictBool, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, JsonValue, StrictBool, field_validator, model_validator
 
 from shared import regions
 from shared.pmks import categories
@@ -43,7 +43,8 @@ class Client(BaseModel):
     initials: OneLine = Field(min_length=1, max_length=10)
     age: int = Field(ge=0, le=120)
     gender: Gender
-    region_code: str = Field(description="Kemendagri code: province 12, regency 12.71, district 12.71.05")
+    region_code: str = Field(description="Kemendagri code: province 12, regency 12.71, district 12.71.05",
+                             json_schema_extra={"pattern": regions.schema_pattern(), "examples": ["12.71.05"]})
     languages: list[LanguageCode] = Field(default_factory=lambda: ["id"], min_length=1, max_length=10)
     modality: Modality = Modality.any
     contact: Contact
@@ -58,9 +59,18 @@ class Client(BaseModel):
 class ReferralRequest(BaseModel):
     """The body of POST /v1/referrals."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "external_ref": "PPA-MDN-2026-0142", "pmks_category": "korban_tindak_kekerasan",
+        "needs": ["emotional", "instrumental"], "urgency": "priority", "risk_flags": [],
+        "client": {"initials": "SN", "age": 34, "gender": "female", "region_code": "12.71.05",
+                   "languages": ["id"], "modality": "in_person",
+                   "contact": {"name": "Siti", "phone": "+62 812 3456 7890", "email": "siti@example.org"},
+                   "consent": {"share_with_provider": True, "contact_by_provider": True}},
+        "narrative": "Butuh pendampingan psikologis setelah kejadian.",
+    }]})
     external_ref: OneLine = Field(min_length=1, max_length=100, description="the agency's own case number")
-    pmks_category: str = Field(description="one of the 26 PMKS codes, e.g. korban_tindak_kekerasan")
+    pmks_category: str = Field(description="one of the 26 PMKS codes, e.g. korban_tindak_kekerasan",
+                               json_schema_extra={"enum": list[JsonValue](sorted(categories()))})
     needs: list[SupportType] = Field(default_factory=list, max_length=5)
     urgency: Urgency = Urgency.routine
     risk_flags: list[RiskFlag] = Field(default_factory=list, max_length=4)

@@ -48,7 +48,8 @@ def referral_view(r: Referral, timeline: list[TimelineEntry] | None = None) -> d
     return view
 
 
-@router.post("/referrals", status_code=status.HTTP_202_ACCEPTED)
+@router.post("/referrals", status_code=status.HTTP_202_ACCEPTED, responses={
+    200: {"description": "A repeat: this external_ref was submitted before with the same content; its referral"}})
 async def submit_referral(body: ReferralRequest, agency: AgencyDep, intake: IntakeDep,
                           response: Response) -> dict[str, Any]:
     try:
