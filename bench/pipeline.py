@@ -17,11 +17,11 @@ from bench.workload import Directory, envelopes
 from shared.streams import DECISIONS, DECISIONS_URGENT, NOTIFICATIONS, stream_for
 
 END_TYPES = {
-    "notification.sent.v1": "end",
-    "notification.failed.v1": "end:notification_failed",
+    "notification.sent.v2": "end",
+    "notification.failed.v2": "end:notification_failed",
     "referral.unmatched.v1": "end:unmatched",
     "referral.waitlisted.v1": "end:waitlisted",
-    "referral.matched.v1": "decided",
+    "referral.matched.v2": "decided",
 }
 
 

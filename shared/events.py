@@ -66,16 +66,21 @@ class Candidate(BaseModel):
 
 
 class Recipient(BaseModel):
-    """Who receives a proposal: the service's professional contact, never the client."""
+    """Who receives a proposal: the service's professional contact, never the client.
+
+    `receiver_id` is the identity matching issued for this (organisation, service, contact):
+    the inbox, sign-ins, tokens, grants and the timeline all key on it. The HSDS contact id
+    is informational only: a directory record can reuse another's, never its receiver id."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
-    contact_id: str
+    receiver_id: str = Field(min_length=1, max_length=32)
+    contact_id: str = ""
     email: str
     language: str = "id"
 
 
 class ReferralMatched(EventData):
-    TYPE: ClassVar[str] = "referral.matched.v1"
+    TYPE: ClassVar[str] = "referral.matched.v2"
     referral_id: str
     decision_id: str
     service_id: str
@@ -123,14 +128,14 @@ class ReferralResponse(EventData):
     in notify's database, since free text may name the person.
     """
 
-    TYPE: ClassVar[str] = "referral.response.v1"
+    TYPE: ClassVar[str] = "referral.response.v2"
     referral_id: str
     decision_id: str
     service_id: str
     response: ResponseKind
     reason_code: Code | None = None  # a DeclineReason, for "declined"
     outcome_code: Code | None = None  # an Outcome, for "completed"
-    responder_contact_id: str
+    responder_receiver_id: str
     responded_at: datetime
     urgency: Urgency
     risk_flags: list[RiskFlag] = []
@@ -161,7 +166,7 @@ class ReferralStatusChanged(EventData):
     status: Literal["accepted", "declined", "in_progress", "completed", "hold_expired"]
     reason_code: Code | None = None
     outcome_code: Code | None = None
-    actor: str  # "receiver:<contact id>" or "matching"
+    actor: str  # "receiver:<receiver id>" or "matching"
     at: datetime
     urgency: Urgency
     risk_flags: list[RiskFlag] = []
@@ -171,31 +176,52 @@ class ReferralResponseRefused(EventData):
     """A response matching could not apply (it came after the hold expired, after the
     agency cancelled, or for a proposal no longer current): the receiver is told."""
 
-    TYPE: ClassVar[str] = "referral.response_refused.v1"
+    TYPE: ClassVar[str] = "referral.response_refused.v2"
     referral_id: str
     decision_id: str
     service_id: str
     response: ResponseKind
-    responder_contact_id: str
+    responder_receiver_id: str
     reason_code: Literal["hold_expired", "cancelled", "not_current", "invalid_transition"]
     urgency: Urgency
     risk_flags: list[RiskFlag] = []
 
 
 class NotificationSent(EventData):
-    TYPE: ClassVar[str] = "notification.sent.v1"
+    TYPE: ClassVar[str] = "notification.sent.v2"
     referral_id: str
     delivery_id: str
     decision_id: str
     channel: Literal["email", "webhook"] = "email"
-    recipient_contact_id: str
+    receiver_id: str
     # What was sent: the proposal, or a notice that it was closed (expired, cancelled, ...).
     kind: str = "proposal"
 
 
 class NotificationFailed(NotificationSent):
-    TYPE: ClassVar[str] = "notification.failed.v1"
+    TYPE: ClassVar[str] = "notification.failed.v2"
     reason: str
+
+
+class ReceiverRegistered(EventData):
+    """Matching issued a receiver identity for a directory record's receiving contact
+    (matching -> notify): notify may then issue that receiver's credentials. Issued once
+    per (organisation, service, contact); a record that reuses another's contact id gets
+    its own."""
+
+    TYPE: ClassVar[str] = "receiver.registered.v1"
+    receiver_id: str = Field(min_length=1, max_length=32)
+    organization_id: str
+    service_id: str
+    contact_id: str = ""  # the HSDS id, informational
+
+
+class ReceiverCredentialRevoked(EventData):
+    """A receiver's session or token was revoked, or signed out (notify -> intake): the
+    grants it obtained are refused from then on. The credential's id only."""
+
+    TYPE: ClassVar[str] = "receiver.credential_revoked.v1"
+    credential_id: str = Field(min_length=1, max_length=32)
 
 
 EVENT_TYPES: dict[str, type[EventData]] = {
@@ -203,7 +229,7 @@ EVENT_TYPES: dict[str, type[EventData]] = {
     for cls in (
         ReferralSubmitted, ReferralMatched, ReferralUnmatched, ReferralWaitlisted,
         ReferralResponse, ReferralCancelled, ReferralStatusChanged, ReferralResponseRefused,
-        NotificationSent, NotificationFailed,
+        NotificationSent, NotificationFailed, ReceiverRegistered, ReceiverCredentialRevoked,
     )
 }
 

@@ -44,12 +44,16 @@ RESPONSES = f"{PREFIX}:referral.responses"
 CANCELLATIONS_URGENT = f"{PREFIX}:referral.cancellations:urgent"
 CANCELLATIONS = f"{PREFIX}:referral.cancellations"
 NOTIFICATIONS = f"{PREFIX}:notification.events"
+# Receivers: identities matching issues (-> notify), credentials notify revokes (-> intake).
+RECEIVERS = f"{PREFIX}:receiver.registrations"
+CREDENTIALS = f"{PREFIX}:receiver.credentials"
 
 # Consumer group (one per service) -> the streams it reads, every urgent lane first.
 TOPOLOGY: dict[str, list[str]] = {
     "matching": [SUBMITTED_URGENT, RESPONSES_URGENT, CANCELLATIONS_URGENT, SUBMITTED, RESPONSES, CANCELLATIONS],
-    "notify": [DECISIONS_URGENT, CANCELLATIONS_URGENT, DECISIONS, CANCELLATIONS],
-    "intake": [DECISIONS_URGENT, DECISIONS, NOTIFICATIONS],
+    "notify": [DECISIONS_URGENT, CANCELLATIONS_URGENT, DECISIONS, CANCELLATIONS, RECEIVERS],
+    # A revoked credential is read before routine work: the grants it obtained die with it.
+    "intake": [DECISIONS_URGENT, CREDENTIALS, DECISIONS, NOTIFICATIONS],
 }
 
 # Event family (the type's first two parts) -> (urgent lane, routine lane). Every other
@@ -75,6 +79,10 @@ def stream_for(envelope: Envelope) -> str:
         return lanes[0] if urgent else lanes[1]
     if family[0] == "notification":
         return NOTIFICATIONS
+    if envelope.type.startswith("receiver.registered."):
+        return RECEIVERS
+    if envelope.type.startswith("receiver.credential_revoked."):
+        return CREDENTIALS
     raise ValueError(f"no stream for event type {envelope.type}")
 
 

@@ -66,11 +66,12 @@ def message(data: EventData, stream: str = "test") -> Message:
 
 
 def response(case_or_event: Any, response: str, **kw: Any) -> ReferralResponse:
-    """A receiver's response to the referral's current proposal (a ReferralMatched payload)."""
+    """A response to the referral's current proposal (a ReferralMatched payload), from the
+    receiver it was proposed to."""
     e = case_or_event
     base: dict[str, Any] = dict(
         referral_id=e.referral_id, decision_id=e.decision_id, service_id=e.service_id, response=response,
-        responder_contact_id=f"ct-of-{e.service_id}", responded_at=utcnow(), urgency=e.urgency,
+        responder_receiver_id=e.recipients[0].receiver_id, responded_at=utcnow(), urgency=e.urgency,
         risk_flags=list(getattr(e, "risk_flags", [])),
     )
     if response == "declined":
@@ -109,7 +110,7 @@ class World:
     async def reset(self, directory: list[ServiceRecord] | None = None) -> None:
         async with self.sessions() as s, s.begin():
             for table in ("seat_hold", "decision", "referral_case", "outbox", "processed_event", "service_area",
-                          "service_category", "service", "organization"):
+                          "service_category", "contact", "service", "organization", "receiver"):
                 await s.execute(text(f"DELETE FROM {table}"))
         for rec in directory if directory is not None else DIRECTORY:
             async with self.sessions() as s, s.begin():

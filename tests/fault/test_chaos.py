@@ -89,9 +89,9 @@ async def check(cs: ChaosStack, seats_before: dict[str, int]) -> dict[str, Any]:
 
     # -- one delivery and one email per recipient --------------------------------------------
     proposed = {d[0].id for d in decisions.values() if d[0].outcome == "proposed"}
-    deliveries = await cs.sql("notify", "SELECT id, decision_id, recipient_contact_id, state FROM delivery")
+    deliveries = await cs.sql("notify", "SELECT id, decision_id, receiver_id, state FROM delivery")
     assert {d.decision_id for d in deliveries} == proposed, "a matched referral without delivery (or the reverse)"
-    assert len({(d.decision_id, d.recipient_contact_id) for d in deliveries}) == len(deliveries)
+    assert len({(d.decision_id, d.receiver_id) for d in deliveries}) == len(deliveries)
     assert all(d.state == "sent" for d in deliveries)
     mails = Counter(m["Message-ID"] for m in cs.mail.messages())
     expected_ids = {f"<{d.id}@rujukan>" for d in deliveries}

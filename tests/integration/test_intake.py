@@ -141,7 +141,7 @@ def matched(rid: str, urgency: str = "routine") -> Envelope:
         resource_kind="peer_support", pmks_category="korban_tindak_kekerasan", region_code="12.71",
         urgency=urgency,  # type: ignore[arg-type]
         reasons_id=["wilayah Kota Medan"], reasons_en=["area Kota Medan"],
-        recipients=[Recipient(contact_id="c1", email="f@example.org")],
+        recipients=[Recipient(receiver_id="01RECEIVERC1", contact_id="c1", email="f@example.org")],
     ), source="rujukan/matching", subject=rid)
 
 
@@ -152,7 +152,7 @@ async def test_decisions_and_notifications_reach_the_timeline_once(
         rid = (await client.post("/v1/referrals", json=body(), headers=AUTH)).json()["id"]
         env = matched(rid)
         sent = Envelope.wrap(NotificationSent(referral_id=rid, delivery_id="DL1", decision_id="D1",
-                                              recipient_contact_id="c1"), source="rujukan/notify", subject=rid)
+                                              receiver_id="01RECEIVERC1"), source="rujukan/notify", subject=rid)
         # Each event delivered twice (a relay retry, a replay): one effect each.
         await publish(redis, [env, env])
         await publish(redis, [sent, sent])

@@ -68,7 +68,7 @@ async def test_an_expiry_and_a_refused_response_are_recorded_without_moving_the_
             urgency="routine", reasons_id=["semua layanan yang sesuai penuh (1)"], reasons_en=["full"]),
             source="rujukan/matching", subject=rid)
         refused = Envelope.wrap(ReferralResponseRefused(
-            referral_id=rid, decision_id="D1", service_id="svc-1", response="accepted", responder_contact_id="c1",
+            referral_id=rid, decision_id="D1", service_id="svc-1", response="accepted", responder_receiver_id="c1",
             reason_code="hold_expired", urgency="routine"), source="rujukan/matching", subject=rid)
         await publish(redis, [proposed, expired, waitlisted, refused])
 

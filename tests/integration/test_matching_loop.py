@@ -66,7 +66,7 @@ async def test_accept_confirms_then_in_progress_then_completed_frees_the_seat(wo
     m = only(await world.send(e), ReferralMatched)
     before = (await world.seats())[m.service_id][0]
     accepted = only(await world.send(response(m, "accepted")), ReferralStatusChanged)
-    assert (accepted.status, accepted.actor) == ("accepted", f"receiver:ct-of-{m.service_id}")
+    assert (accepted.status, accepted.actor) == ("accepted", f"receiver:{m.recipients[0].receiver_id}")
     assert [h.state for h in await world.holds()] == ["confirmed"]
     assert only(await world.send(response(m, "in_progress")), ReferralStatusChanged).status == "in_progress"
     done = only(await world.send(response(m, "completed")), ReferralStatusChanged)
@@ -80,7 +80,7 @@ async def test_decline_releases_the_seat_and_proposes_the_next_never_the_same_ag
     e = submitted(needs=["emotional"])
     first = only(await world.send(e), ReferralMatched)
     out = await world.send(response(first, "declined", reason_code="outside_mandate"))
-    assert [x.type for x in out] == ["referral.status_changed.v1", "referral.matched.v1"]  # in this order
+    assert [x.type for x in out] == ["referral.status_changed.v1", "referral.matched.v2"]  # in this order
     declined, second = out[0].payload(), out[1].payload()
     assert isinstance(declined, ReferralStatusChanged) and declined.reason_code == "outside_mandate"
     assert isinstance(second, ReferralMatched) and second.service_id != first.service_id
@@ -213,6 +213,12 @@ async def test_responses_out_of_turn_are_refused_with_why(world: World) -> None:
     assert only(await world.send(response(m, "completed")), ReferralResponseRefused).reason_code == "invalid_transition"
     stranger = m.model_copy(update={"decision_id": "01NOTADECISION"})
     assert only(await world.send(response(stranger, "accepted")), ReferralResponseRefused).reason_code == "not_current"
+    # Only the receiver the proposal went to moves its seat: not another receiver, even
+    # one whose directory record gives the same HSDS contact id.
+    impostor = response(m, "accepted", responder_receiver_id="01OTHERRECEIVER")
+    refused = only(await world.send(impostor), ReferralResponseRefused)
+    assert (refused.reason_code, refused.responder_receiver_id) == ("not_current", "01OTHERRECEIVER")
+    assert [h.state for h in await world.holds()] == ["held"]
     await world.check_invariants()
 
 

@@ -1,8 +1,8 @@
 """Notify's delivery rounds with a real database and a real (or absent) SMTP server: a
-round claims its deliveries and mints their tokens in one transaction and records its sends
+round claims its deliveries and mints their sign-in codes in one transaction and records its sends
 in chunks; SMTP being down costs a retry with backoff, and after the last attempt a
 `notification.failed` event; a round that gives way to urgent mail gives back what it did
-not send (due at once, no token left behind for a mail never sent)."""
+not send (due at once, no sign-in code left behind for a mail never sent)."""
 
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ async def test_smtp_down_backs_off_then_gives_up_with_notification_failed(databa
         await make_due(notify)
         assert await notify.deliver_due() == 3
         assert await scalar(notify, "SELECT count(*) FROM delivery WHERE state = 'failed' AND attempts = 2") == 3
-        assert await scalar(notify, "SELECT count(*) FROM outbox WHERE event_type = 'notification.failed.v1'") == 3
+        assert await scalar(notify, "SELECT count(*) FROM outbox WHERE event_type = 'notification.failed.v2'") == 3
         assert relay.kicks >= 1
     finally:
         await notify.mailer.close()
@@ -90,10 +90,10 @@ async def test_a_failed_send_is_retried_and_sent_once_smtp_is_back(database_url:
         await make_due(notify)
         assert await notify.deliver_due() == 2
         assert await scalar(notify, "SELECT count(*) FROM delivery WHERE state = 'sent' AND attempts = 2") == 2
-        assert await scalar(notify, "SELECT count(*) FROM outbox WHERE event_type = 'notification.sent.v1'") == 2
+        assert await scalar(notify, "SELECT count(*) FROM outbox WHERE event_type = 'notification.sent.v2'") == 2
         assert [m["To"] for m in mailbox.messages()] == ["ct-b@example.org", "ct-a@example.org"]  # crisis first
-        # Each mail's token was minted with its claim; the failed attempt's too (never mailed, never usable).
-        assert await scalar(notify, "SELECT count(*) FROM recipient_token WHERE source = 'mail'") == 4
+        # Each mail's sign-in code was minted with its claim; the failed attempt's too (never mailed).
+        assert await scalar(notify, "SELECT count(*) FROM signin_code") == 4
     finally:
         await notify.mailer.close()
         await engine.dispose()
@@ -121,14 +121,14 @@ async def test_a_round_giving_way_to_urgent_mail_gives_back_what_it_did_not_send
         release.set()
         assert await round_ == 1  # sent the one in flight, then stopped
         # The four it claimed and did not send are due at once, not after the lease,
-        # and their unmailed tokens are gone.
+        # and their unmailed sign-in codes are gone.
         assert await scalar(notify, "SELECT count(*) FROM delivery WHERE state = 'pending'") == 5
-        assert await scalar(notify, "SELECT count(*) FROM recipient_token WHERE source = 'mail'") == 1
+        assert await scalar(notify, "SELECT count(*) FROM signin_code") == 1
         assert await notify.deliver_due() == 5
         await eventually(lambda: asyncio.sleep(0, len(mailbox.messages()) == 6), timeout=10)
         assert [m["To"] for m in mailbox.messages()][1] == "ct-crisis@example.org"
         assert await scalar(notify, "SELECT count(*) FROM delivery WHERE state = 'sent'") == 6
-        assert await scalar(notify, "SELECT count(*) FROM recipient_token WHERE source = 'mail'") == 6
+        assert await scalar(notify, "SELECT count(*) FROM signin_code") == 6
     finally:
         mailbox.on_message = None
         release.set()

@@ -119,10 +119,10 @@ async def test_intake_records_one_timeline_entry_per_event(
             referral_id=rid, decision_id=decision_id, service_id="svc-x", service_name="Unit PPA",
             organization_name="Polrestabes", resource_kind="police_ppa", pmks_category="korban_tindak_kekerasan",
             region_code="12.71", urgency="routine", reasons_id=["cocok"], reasons_en=["fits"],  # type: ignore[arg-type]
-            recipients=[Recipient(contact_id="ct-1", email="a@example.org")],
+            recipients=[Recipient(receiver_id="01RCV1", contact_id="ct-1", email="a@example.org")],
         ))
         sent = wrap(NotificationSent(referral_id=rid, delivery_id=new_id(), decision_id=decision_id,
-                                     recipient_contact_id="ct-1"))
+                                     receiver_id="01RCV1"))
         await intake.apply([message(matched)])
         await intake.apply([message(matched, 2), message(sent)])
         await handle_racing(intake.apply, [[message(sent, 2)], [message(matched, 3), message(sent, 3)]])
@@ -142,8 +142,8 @@ async def test_notify_mails_each_recipient_once(
                                     **common(own_redis, database_url)))
     async with running(app):
         notify = app.state.notify
-        recipients = [Recipient(contact_id="ct-1", email="fasilitator@example.org"),
-                      Recipient(contact_id="ct-2", email="koordinator@example.org")]
+        recipients = [Recipient(receiver_id="01RCV1", contact_id="ct-1", email="fasilitator@example.org"),
+                      Recipient(receiver_id="01RCV2", contact_id="ct-2", email="koordinator@example.org")]
         decisions = [wrap(ReferralMatched(
             referral_id=new_id(), decision_id=new_id(), service_id="svc-x", service_name="Kelompok Sebaya",
             organization_name="Yayasan", resource_kind="peer_support", pmks_category="korban_tindak_kekerasan",
@@ -158,7 +158,7 @@ async def test_notify_mails_each_recipient_once(
         await notify.handle([message(third)])
         await asyncio.gather(*(notify.deliver_due() for _ in range(4)))
 
-        expected = {(d.data["decision_id"], r.contact_id) for d in decisions for r in recipients}
+        expected = {(d.data["decision_id"], r.receiver_id) for d in decisions for r in recipients}
 
         async def all_sent() -> bool:
             return await count(app, "SELECT count(*) FROM delivery WHERE state = 'sent'") == len(expected)
@@ -166,8 +166,8 @@ async def test_notify_mails_each_recipient_once(
         await eventually(all_sent, timeout=20)
         await asyncio.sleep(0.5)  # a late duplicate would arrive now
         async with app.state.runtime.sessions() as s:
-            rows = (await s.execute(text("SELECT id, decision_id, recipient_contact_id FROM delivery"))).all()
-        assert {(r.decision_id, r.recipient_contact_id) for r in rows} == expected
+            rows = (await s.execute(text("SELECT id, decision_id, receiver_id FROM delivery"))).all()
+        assert {(r.decision_id, r.receiver_id) for r in rows} == expected
         assert len(rows) == len(expected)
         message_ids = [m["Message-ID"] for m in mailbox.messages()]
         assert sorted(message_ids) == sorted(f"<{r.id}@rujukan>" for r in rows)  # one mail each, no duplicate

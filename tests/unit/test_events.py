@@ -70,7 +70,7 @@ def test_no_personal_data_fields_in_any_event_schema() -> None:
     for cls in EVENT_TYPES.values():
         assert not forbidden & set(cls.model_fields), cls
     # The only email on a stream is the receiving service's professional contact.
-    assert set(Recipient.model_fields) == {"contact_id", "email", "language"}
+    assert set(Recipient.model_fields) == {"receiver_id", "contact_id", "email", "language"}
 
 
 @pytest.mark.parametrize(

@@ -40,9 +40,9 @@ def test_each_decision_moves_the_referral_with_its_reasons() -> None:
 
 def test_notifications_add_a_step_without_changing_the_status() -> None:
     sent = timeline_step(NotificationSent(referral_id="01R", delivery_id="X", decision_id="D",
-                                          recipient_contact_id="c"))
+                                          receiver_id="c"))
     failed = timeline_step(NotificationFailed(referral_id="01R", delivery_id="X", decision_id="D",
-                                              recipient_contact_id="c", reason="SMTP 550"))
+                                              receiver_id="c", reason="SMTP 550"))
     assert sent is not None and sent[1:3] == ("notified", None)
     assert failed is not None and failed[1:3] == ("notification_failed", None) and "SMTP 550" in failed[4]
 

@@ -31,7 +31,7 @@ def test_a_crisis_notice_is_marked_and_the_access_section_is_bilingual() -> None
                         service_name="Unit PPA", pmks_category="korban_tindak_kekerasan", region_code="12.71",
                         urgency="crisis", reason_code="duplicate")
     assert subject.startswith("[KRISIS (SEGERA)] Rujukan dibatalkan")
-    text = access_section("https://rujukan.example/v1/inbox/01DEC", "rjk_secret",
-                          datetime(2026, 12, 24, 8, 0, tzinfo=UTC))
-    assert "Authorization: Bearer rjk_secret" in text and "2026-12-24 08:00 UTC" in text
-    assert text.index("Tanggapi di kotak masuk") < text.index("Respond in your Rujukan inbox")
+    text = access_section("https://rujukan.example/v1/signin/c0de", datetime(2026, 12, 24, 8, 0, tzinfo=UTC))
+    assert "https://rujukan.example/v1/signin/c0de" in text and "2026-12-24 08:00 UTC" in text
+    assert "Authorization" not in text  # one link, no other secret
+    assert text.index("hanya membuka usulan ini") < text.index("opens this proposal only")

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from notify.adapters.mailer import Mailer
 from notify.adapters.orm import AuditEntry, Outbox
 from notify.entrypoints import http, inbox
+from notify.service_layer.credentials import Credentials
 from notify.service_layer.inbox import Inbox
 from notify.service_layer.services import Notify
 from notify.settings import Settings
@@ -36,10 +37,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await rt.start()
         relay = OutboxRelay(rt.sessions, Outbox, rt.redis, poll_interval_s=settings.outbox_poll_interval_s)
         notify = Notify(rt.sessions, relay, mailer, settings.mail_max_attempts, settings.mail_poll_interval_s,
-                        public_url=settings.public_url, token_ttl=timedelta(days=settings.inbox_token_days),
+                        public_url=settings.public_url, signin_code_ttl=timedelta(hours=settings.signin_code_hours),
                         record_every=settings.mail_record_every)
         app.state.runtime, app.state.notify, app.state.settings = rt, notify, settings
         app.state.inbox = Inbox(rt.sessions, relay)
+        app.state.credentials = Credentials(rt.sessions, relay, timedelta(hours=settings.session_hours))
         rt.workers.start(relay)
         rt.workers.start(notify)
         rt.consume("notify", notify.handle)
@@ -57,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ops_router(), responses=ERROR_RESPONSES)
     app.include_router(http.router, responses=ERROR_RESPONSES)
     app.include_router(inbox.router, responses=ERROR_RESPONSES)
+    app.include_router(inbox.signin, responses=ERROR_RESPONSES)
     app.include_router(inbox.operator, responses=ERROR_RESPONSES)
     return app
 

@@ -18,15 +18,16 @@ class Settings(ServiceSettings):
     # bench/notify_rounds.py); also the most mails a crash between send and record mails twice.
     # 1 by default: a receiver should get one mail per proposal, even across a crash.
     mail_record_every: int = Field(default=1, ge=1)
-    # The address recipients answer at (shown in proposal mails), and how long the personal
-    # token in a proposal mail stays valid.
+    # Where receivers sign in (the proposal mail's link), how long that single-use link
+    # works (long enough for a seat's hold), and how long the session it starts lasts.
     public_url: str = "http://127.0.0.1:8003"
-    inbox_token_days: float = 30.0
+    signin_code_hours: float = Field(default=24.0, gt=0)
+    session_hours: float = Field(default=12.0, gt=0)
     # Shared with intake: signs the grants with which a receiver reads, at intake, the
     # personal data of a referral it accepted; and where intake answers.
     receiver_grant_secret: str = ""
     intake_public_url: str = "http://127.0.0.1:8001"
-    receiver_grant_minutes: float = 30.0
+    receiver_grant_minutes: float = Field(default=10.0, gt=0)
 
     def development_values(self) -> list[str]:
         problems = super().development_values()

@@ -81,6 +81,15 @@ class TimelineEntry(Base):
     reason_en: Mapped[str] = mapped_column(Text, default="")
 
 
+class RevokedCredential(Base):
+    """A receiver's session or token that notify revoked (`receiver.credential_revoked`):
+    the personal-data grants it obtained are refused from then on."""
+
+    __tablename__ = "revoked_credential"
+    credential_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    revoked_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class Outbox(OutboxMixin, Base):
     pass
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, status
 
 from intake.entrypoints.http import IntakeDep
 from intake.service_layer.services import NotFound
-from intake.service_layer.sharing import NotYours, read_for_receiver
+from intake.service_layer.sharing import CredentialRevoked, NotYours, read_for_receiver
 from shared.grants import Grant, InvalidGrant, verify
 from shared.http import BearerToken
 
@@ -34,3 +34,6 @@ async def personal_data(referral_id: str, grant: GrantDep, intake: IntakeDep) ->
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such referral") from None
     except NotYours as e:
         raise HTTPException(status.HTTP_403_FORBIDDEN, str(e)) from None
+    except CredentialRevoked as e:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, f"invalid receiver grant: {e}",
+                            headers={"WWW-Authenticate": "Bearer"}) from None

@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from intake.adapters.crypto import FieldCipher
-from intake.adapters.orm import Agency, Outbox, ProcessedEvent, Referral, TimelineEntry
+from intake.adapters.orm import Agency, Outbox, ProcessedEvent, Referral, RevokedCredential, TimelineEntry
 from intake.domain.model import ReferralRequest, may_move
 from intake.service_layer.agencies import Agencies
 from shared.db import first_time
@@ -23,6 +23,7 @@ from shared.events import (
     NotificationSent,
     ReferralCancelled,
     ReferralMatched,
+    ReceiverCredentialRevoked,
     ReferralResponseRefused,
     ReferralStatusChanged,
     ReferralSubmitted,
@@ -210,6 +211,11 @@ class Intake:
                 await self._apply_one(s, m.envelope, m.data)
 
     async def _apply_one(self, s: AsyncSession, env: Envelope, data: EventData) -> None:
+        if isinstance(data, ReceiverCredentialRevoked):
+            # The grants that credential obtained are refused from now on (sharing.py).
+            if await s.get(RevokedCredential, data.credential_id) is None:
+                s.add(RevokedCredential(credential_id=data.credential_id))
+            return
         step = timeline_step(data)
         if step is None:
             return  # an event intake has no use for
@@ -229,7 +235,7 @@ class Intake:
                     "organization_name": data.organization_name, "resource_kind": data.resource_kind,
                     "hold_expires_at": data.hold_expires_at.isoformat() if data.hold_expires_at else None,
                     # Who may read the person's details once they accept (see sharing.py).
-                    "recipient_contact_ids": [r.contact_id for r in data.recipients],
+                    "recipient_receiver_ids": [r.receiver_id for r in data.recipients],
                 }
         s.add(TimelineEntry(
             referral_id=referral_id, event_id=env.id, at=env.time, kind=kind,
@@ -258,7 +264,7 @@ def timeline_step(data: EventData) -> tuple[str, str, ReferralStatus | None, str
         return status_step(data)
     if isinstance(data, ReferralResponseRefused):
         why_id, why_en = reason_label(data.reason_code)
-        return (data.referral_id, "response_refused", None, f"receiver:{data.responder_contact_id}",
+        return (data.referral_id, "response_refused", None, f"receiver:{data.responder_receiver_id}",
                 f"Tanggapan '{data.response}' dari penerima tidak diterapkan: {why_id}",
                 f"The receiver's '{data.response}' was not applied: {why_en}")
     if isinstance(data, NotificationFailed):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text, false, text
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, false, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from shared.db import AuditEntryMixin, OutboxMixin, ProcessedEventMixin, UTCDateTime, new_metadata
@@ -57,6 +57,8 @@ class Service(Base):
     seats_max: Mapped[int] = mapped_column(Integer, default=0)
     contact_id: Mapped[str] = mapped_column(String(64))
     contact_email: Mapped[str] = mapped_column(String(320))
+    # The receiver identity of the receiving contact (see Receiver); None without one.
+    receiver_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     status: Mapped[str] = mapped_column(String(32), default="active", server_default="active")
     flags: Mapped[list[str]] = mapped_column(JSON, default=list, server_default=text("'[]'"))
@@ -99,6 +101,28 @@ class ServiceArea(Base):
     service_id: Mapped[str] = mapped_column(ForeignKey("service.id", ondelete="CASCADE"), primary_key=True)
     region_code: Mapped[str] = mapped_column(String(16), primary_key=True)
     __table_args__ = (Index("ix_service_area_code", "region_code", "service_id"),)
+
+
+class Receiver(Base):
+    """Who receives a service's proposals, as matching identifies it end to end (events,
+    the inbox, sign-ins, grants, the timeline): an id issued here, once per (organisation,
+    service, HSDS contact id).
+
+    Issued rather than derived: an HSDS contact id is chosen by whoever writes the record,
+    so another organisation's service can reuse it; a keyed hash of the triple would need
+    a secret that may never change. A row issued by the server is stable, can be listed,
+    and the unique constraint is what keeps two records from sharing one identity. A
+    service that moves to another organisation, or changes its receiving contact, gets a
+    new receiver: the old one keeps the proposals it was sent."""
+
+    __tablename__ = "receiver"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    organization_id: Mapped[str] = mapped_column(String(64))
+    service_id: Mapped[str] = mapped_column(String(64))
+    contact_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    __table_args__ = (UniqueConstraint("organization_id", "service_id", "contact_id",
+                                       name="uq_receiver_organization_service_contact"),)
 
 
 class DirectoryVersion(Base):
@@ -271,6 +295,8 @@ class SeatHold(Base):
     referral_id: Mapped[str] = mapped_column(String(32), index=True)
     service_id: Mapped[str] = mapped_column(ForeignKey("service.id"))
     decision_id: Mapped[str] = mapped_column(String(32), unique=True)
+    # Whom the proposal went to: only this receiver's responses move the seat.
+    receiver_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     state: Mapped[str] = mapped_column(String(16))  # held, confirmed, released
     release_reason: Mapped[str | None] = mapped_column(String(20), nullable=True)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -361,6 +361,8 @@ class Parsed:
     service_id: str | None = None
     line: int | None = None
     pointer: str = ""  # JSON pointer of the record in the document ("/3/services/0")
+    # Where each contact was given (contact id -> field), to report an issue about it there.
+    contact_fields: dict[str, str] = field(default_factory=dict)
 
     @property
     def rejected(self) -> bool:
@@ -668,7 +670,7 @@ def parse_service(raw: Any, *, index: int = 0, pointer: str = "",
     facts, other = _facts(svc, p.issues)
     areas = _areas(svc, p.issues)
     links = _unique(_locations(svc), "service_at_locations", p.issues)
-    contacts = _contacts(svc, p.issues)
+    contacts = _contacts(svc, p.issues, p.contact_fields)
     capacities = _unique(_capacities(svc.id, svc.capacities, p.issues), "capacities", p.issues)
     languages = _languages(svc.languages, p.issues)
     extra = {k: v for k, v in (svc.model_extra or {}).items() if k not in _MODELLED}
@@ -808,7 +810,7 @@ def _contact(c: HsdsContact, where: str, fallback_id: str, issues: list[Issue]) 
                    webhook_url=hook or None, phones=phones)
 
 
-def _contacts(svc: HsdsService, issues: list[Issue]) -> list[Contact]:
+def _contacts(svc: HsdsService, issues: list[Issue], fields: dict[str, str]) -> list[Contact]:
     given = [(f"contacts[{i}]", c) for i, c in enumerate(svc.contacts)]
     for i, sal in enumerate(svc.service_at_locations):
         given += [(f"service_at_locations[{i}].contacts[{j}]", c) for j, c in enumerate(sal.contacts)]
@@ -819,6 +821,7 @@ def _contacts(svc: HsdsService, issues: list[Issue]) -> list[Contact]:
     for n, (where, c) in enumerate(given):
         contact = _contact(c, where, stable_id(svc.id, "contact", str(n)), issues)
         out.setdefault(contact.id, contact)  # the same contact repeated at a location
+        fields.setdefault(contact.id, f"{where}.id")
     return list(out.values())
 
 
@@ -1046,6 +1049,8 @@ def _csv_record(p: Parsed, cells: dict[str, str]) -> Parsed:
             HsdsContact(name=cells.get("contact_name") or None, email=cells.get("contact_email") or None,
                         webhook_url=cells.get("contact_webhook_url") or None),
             "contact", stable_id(sid, "contact", "0"), p.issues))
+        # Its id comes from the row's id: the same row under another organisation reuses it.
+        p.contact_fields[contacts[0].id] = "contact_email"
     links = []
     if cells.get("location_name") or cells.get("address"):
         addr = (Address(address_1=cells.get("address") or None, city=cells.get("city") or None, country="ID"),)

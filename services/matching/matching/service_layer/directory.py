@@ -46,6 +46,7 @@ from matching.domain.hsds import (
     ServiceRecord,
     flag_reasons,
 )
+from matching.service_layer import receivers
 from shared import regions
 from shared.events import utcnow
 
@@ -89,7 +90,7 @@ def _term_row(t: hsds.Term) -> dict[str, Any]:
     return dict(vars(t))
 
 
-def _service_row(r: ServiceRecord, content_hash: str) -> dict[str, Any]:
+def _service_row(r: ServiceRecord, content_hash: str, receiver_id: str | None) -> dict[str, Any]:
     flags = flag_reasons(r)
     receiver = hsds.receiving_contact(r.contacts)
     return {
@@ -99,8 +100,9 @@ def _service_row(r: ServiceRecord, content_hash: str) -> dict[str, Any]:
         "policies": list(r.policies), "minimum_age": r.minimum_age, "maximum_age": r.maximum_age,
         "seats_max": r.seats_max, "seats_declared": r.seats_available, "contact_id": r.contact_id,
         "contact_email": r.contact_email, "contact_webhook_url": receiver.webhook_url if receiver else None,
-        "flags": flags, "content_hash": content_hash, "alternate_name": r.alternate_name, "url": r.url,
-        "email": r.email, "extra": r.extra or None, "updated_at": utcnow(),
+        "receiver_id": receiver_id, "flags": flags, "content_hash": content_hash,
+        "alternate_name": r.alternate_name, "url": r.url, "email": r.email, "extra": r.extra or None,
+        "updated_at": utcnow(),
     }
 
 
@@ -184,16 +186,20 @@ async def write_records(s: AsyncSession, records: Sequence[ServiceRecord], *,
     attributes = {r.id: r.attributes() for r in todo}
     terms = {a.term.id: a.term for attrs in attributes.values() for a in attrs}
     await _upsert(s, TaxonomyTerm, {k: _term_row(t) for k, t in terms.items()})
+    # The receiving contact's identity, issued for a new (organisation, service, contact).
+    issued = await receivers.issue(s, [(r.organization_id, r.id, r.contact_id) for r in todo])
+
+    def row(r: ServiceRecord) -> dict[str, Any]:
+        return _service_row(r, hashes[r.id], issued.get((r.organization_id, r.id, r.contact_id)))
 
     changed_ids = [r.id for r in changed]
     if changed_ids:
         for model in _CHILDREN:
             await s.execute(delete(model).where(model.service_id.in_(changed_ids))
                             .execution_options(synchronize_session=False))
-        await s.execute(update(Service), [_service_row(r, hashes[r.id]) for r in changed])
+        await s.execute(update(Service), [row(r) for r in changed])
     if new:
-        await s.execute(insert(Service), [{**_service_row(r, hashes[r.id]), "seats_available": r.seats_available}
-                                          for r in new])
+        await s.execute(insert(Service), [{**row(r), "seats_available": r.seats_available} for r in new])
     children: dict[type[Any], list[dict[str, Any]]] = {m: [] for m in _CHILDREN}
     for r in todo:
         for model, rows in _child_rows(r, attributes[r.id]).items():
@@ -294,6 +300,8 @@ def render(svc: Service) -> dict[str, Any]:
     out = hsds.to_hsds(record_of(svc), seats_available=svc.seats_available)
     out["rujukan"] = {
         "matchable": svc.active, "flags": list(svc.flags), "seats_available": svc.seats_available,
+        # Who receives its proposals (an operator issues this receiver's system tokens at notify).
+        "receiver_id": svc.receiver_id,
         "seats_max": svc.seats_max, "online": svc.online, "updated_at": svc.updated_at.isoformat(),
     }
     return out
@@ -439,6 +447,7 @@ async def import_parsed(
     import leaves the event loop (and crisis referrals) free."""
     report = ImportReport()
     seen: dict[str, str] = {}
+    contacts_seen: dict[str, receivers.Reuse] = {}  # contact id -> its first (service, organisation) here
     while chunk := await asyncio.to_thread(_take, items, batch):
         ready = []
         for p in chunk:
@@ -449,6 +458,7 @@ async def import_parsed(
                 else:
                     seen[p.record.id] = where
                     ready.append(p)
+        await _report_reused_contacts(sessions, ready, contacts_seen)
         written, refused = await _write_batch(sessions, [p.record for p in ready if p.record is not None])
         by_id = {w.id: w for w in written}
         for p in chunk:
@@ -469,6 +479,32 @@ async def import_parsed(
     log.info("directory import: %d created, %d updated, %d unchanged, %d flagged, %d rejected",
              report.created, report.updated, report.unchanged, report.flagged, report.rejected)
     return report
+
+
+async def _report_reused_contacts(sessions: async_sessionmaker[AsyncSession], ready: list[Parsed],
+                                  contacts_seen: dict[str, receivers.Reuse]) -> None:
+    """Tell the importer about each contact whose id another organisation's service already
+    uses (in the directory, or earlier in this import). The record is still written: its
+    receiver is its own (see service_layer.receivers), so the reuse borrows nothing; but the
+    directory's keeper should know, and give the contact an id of its own."""
+    records = [p.record for p in ready if p.record is not None]
+    async with sessions() as s:
+        reused = await receivers.reused_contacts(s, records)
+    for p in ready:
+        rec = p.record
+        if rec is None:
+            continue
+        others = {x.contact_id: x for x in reused.get(rec.id, [])}
+        for c in rec.contacts:
+            first = contacts_seen.setdefault(c.id, receivers.Reuse(c.id, rec.id, rec.organization_id))
+            if c.id not in others and first.other_organization_id != rec.organization_id:
+                others[c.id] = first
+        for contact_id, other in others.items():
+            p.issues.append(hsds.Issue(
+                p.contact_fields.get(contact_id, "contacts"),
+                f"contact id '{contact_id}' is already used by service '{other.other_service_id}' of another "
+                f"organisation ('{other.other_organization_id}'): here it is a receiver of its own (its own "
+                "inbox and sign-in), never that one's", "warning"))
 
 
 async def _write_batch(

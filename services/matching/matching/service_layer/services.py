@@ -30,7 +30,7 @@ from matching.adapters.orm import (
     ServiceCategory,
 )
 from matching.domain.decision import EXCLUSIONS, ReferralFacts, Verdict, rank, why_lower
-from matching.service_layer import seats
+from matching.service_layer import receivers, seats
 from matching.service_layer.index import DirectoryIndex
 from matching.service_layer.shortlist import describe, shortlist
 from shared.db import first_time
@@ -174,9 +174,10 @@ class Matching:
                     continue
                 svc = verdict.service
                 about = await describe(s, svc.id)
+                receiver_id = await receivers.of_service(s, svc.id)
                 expires = now + (self.hold_urgent if facts.urgent else self.hold_routine)
                 s.add(SeatHold(id=new_id(), referral_id=case.referral_id, service_id=svc.id, decision_id=decision_id,
-                               state="held", expires_at=expires))
+                               receiver_id=receiver_id, state="held", expires_at=expires))
                 cands = candidate_list(verdict, ranking.chosen, ranking.excluded, taken)
                 case.state, case.current_decision_id, case.updated_at = "proposed", decision_id, now
                 s.add(Decision(id=decision_id, referral_id=case.referral_id, outcome="proposed", service_id=svc.id,
@@ -189,7 +190,8 @@ class Matching:
                     resource_kind=svc.resource_kind, pmks_category=e.pmks_category,
                     region_code=e.region_code, urgency=e.urgency, risk_flags=e.risk_flags, hold_expires_at=expires,
                     reasons_id=verdict.reasons_id, reasons_en=verdict.reasons_en,
-                    recipients=[Recipient(contact_id=about.contact_id, email=about.contact_email)],
+                    recipients=[Recipient(receiver_id=receiver_id, contact_id=about.contact_id,
+                                          email=about.contact_email)],
                     candidates=cands,
                 ), source=SOURCE, subject=case.referral_id)]
 
@@ -244,11 +246,13 @@ class Matching:
             log.info("referral %s: %s response refused (%s)", e.referral_id, e.response, code)
             return [Envelope.wrap(ReferralResponseRefused(
                 referral_id=e.referral_id, decision_id=e.decision_id, service_id=e.service_id, response=e.response,
-                responder_contact_id=e.responder_contact_id, reason_code=code,
+                responder_receiver_id=e.responder_receiver_id, reason_code=code,
                 urgency=e.urgency, risk_flags=e.risk_flags,
             ), source=SOURCE, subject=e.referral_id)]
 
-        if case is None or hold is None or hold.service_id != e.service_id or hold.referral_id != e.referral_id:
+        if (case is None or hold is None or hold.service_id != e.service_id or hold.referral_id != e.referral_id
+                or hold.receiver_id != e.responder_receiver_id):
+            # Only the receiver the proposal went to moves its seat.
             return refused("not_current")
         if e.response == "declined" and e.service_id not in (case.declined_service_ids or []):
             # Even a decline that comes too late is remembered: never propose it there again.
@@ -271,7 +275,7 @@ class Matching:
             referral_id=e.referral_id, decision_id=e.decision_id, service_id=e.service_id,
             service_name=svc.name if svc else "", organization_name=svc.organization.name if svc else "",
             status=e.response, reason_code=e.reason_code, outcome_code=e.outcome_code,
-            actor=f"receiver:{e.responder_contact_id}", at=e.responded_at, urgency=e.urgency, risk_flags=e.risk_flags,
+            actor=f"receiver:{e.responder_receiver_id}", at=e.responded_at, urgency=e.urgency, risk_flags=e.risk_flags,
         ), source=SOURCE, subject=e.referral_id)
         case.updated_at = utcnow()
         if e.response == "accepted":

@@ -1,12 +1,15 @@
-"""Notify's tables: one delivery per recipient, decision and kind of message (unique), so a
-redelivered decision never mails anyone twice; the recipients' inbox (the proposals sent
-to each contact, and their responses) and the tokens recipients authenticate with."""
+"""Notify's tables: one delivery per receiver, decision and kind of message (unique), so a
+redelivered decision never mails anyone twice; the receivers' inbox (the proposals sent
+to each receiver, and their responses); and how receivers sign in: single-use codes in
+proposal mails, the sessions they start, and the tokens operators issue for systems.
+
+A receiver is the identity matching issued (`receiver_id`), never an HSDS contact id."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.db import AuditEntryMixin, OutboxMixin, ProcessedEventMixin, UTCDateTime, new_metadata
@@ -20,14 +23,14 @@ class Base(DeclarativeBase):
 class Delivery(Base):
     __tablename__ = "delivery"
     __table_args__ = (
-        UniqueConstraint("decision_id", "recipient_contact_id", "kind", name="uq_delivery_decision_recipient_kind"),
+        UniqueConstraint("decision_id", "receiver_id", "kind", name="uq_delivery_decision_receiver_kind"),
         Index("ix_delivery_state_next", "state", "next_attempt_at"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     referral_id: Mapped[str] = mapped_column(String(32), index=True)
     decision_id: Mapped[str] = mapped_column(String(32))
-    recipient_contact_id: Mapped[str] = mapped_column(String(64))
+    receiver_id: Mapped[str] = mapped_column(String(64))
     # proposal, or a notice that closes it: hold_expired, cancelled, response_refused
     kind: Mapped[str] = mapped_column(String(20), default="proposal", server_default="proposal")
     email: Mapped[str] = mapped_column(String(320))
@@ -43,14 +46,14 @@ class Delivery(Base):
 
 
 class Proposal(Base):
-    """A proposal in a recipient's inbox: what was sent to that contact (no personal data of
-    the person referred), and where it stands from the recipient's side."""
+    """A proposal in a receiver's inbox: what was sent to that receiver (no personal data of
+    the person referred), and where it stands from the receiver's side."""
 
     __tablename__ = "proposal"
-    __table_args__ = (Index("ix_proposal_contact_created", "contact_id", "created_at"),)
+    __table_args__ = (Index("ix_proposal_receiver_created", "receiver_id", "created_at"),)
 
     decision_id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    contact_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    receiver_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     referral_id: Mapped[str] = mapped_column(String(32), index=True)
     service_id: Mapped[str] = mapped_column(String(64))
     service_name: Mapped[str] = mapped_column(String(300))
@@ -71,31 +74,80 @@ class Proposal(Base):
 
 
 class Response(Base):
-    """Each response a recipient gave, with the token it came with (audit)."""
+    """Each response a receiver gave, with the credential (session or token) it came with."""
 
     __tablename__ = "response"
     id: Mapped[str] = mapped_column(String(32), primary_key=True)  # the event's id
     decision_id: Mapped[str] = mapped_column(String(32), index=True)
-    contact_id: Mapped[str] = mapped_column(String(64))
+    receiver_id: Mapped[str] = mapped_column(String(64))
     referral_id: Mapped[str] = mapped_column(String(32))
     response: Mapped[str] = mapped_column(String(20))
     reason_code: Mapped[str | None] = mapped_column(String(40), nullable=True)
     outcome_code: Mapped[str | None] = mapped_column(String(40), nullable=True)
-    token_id: Mapped[str] = mapped_column(String(32))
+    credential_id: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-class RecipientToken(Base):
-    """A recipient's credential for its inbox: only its SHA-256 is kept. Issued by an
-    operator (for a provider's own system) or with each proposal mail (a personal link)."""
+class Receiver(Base):
+    """A receiver matching issued (from `receiver.registered`, or a proposal sent to it):
+    notify issues credentials only to receivers it knows."""
 
-    __tablename__ = "recipient_token"
+    __tablename__ = "receiver"
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    contact_id: Mapped[str] = mapped_column(String(64), index=True)
-    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
-    source: Mapped[str] = mapped_column(String(16))  # operator, mail
+    service_id: Mapped[str] = mapped_column(String(64))
+    organization_id: Mapped[str] = mapped_column(String(64), default="")
+    contact_id: Mapped[str] = mapped_column(String(64), default="")  # the HSDS id, informational
+    registered_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class SigninCode(Base):
+    """The single-use code of one proposal mail's link: only its SHA-256 is kept. Following
+    the link consumes it (`used_at`) and opens that proposal in a session."""
+
+    __tablename__ = "signin_code"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    code_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    receiver_id: Mapped[str] = mapped_column(String(32))
+    decision_id: Mapped[str] = mapped_column(String(32))
+    delivery_id: Mapped[str] = mapped_column(String(32), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class ReceiverSession(Base):
+    """A receiver's session in a browser, started from a mail's link: its cookie's SHA-256
+    is kept. It opens only the proposals it was signed in for (SessionProposal)."""
+
+    __tablename__ = "receiver_session"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    session_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    receiver_id: Mapped[str] = mapped_column(String(32), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class SessionProposal(Base):
+    __tablename__ = "session_proposal"
+    session_id: Mapped[str] = mapped_column(ForeignKey("receiver_session.id", ondelete="CASCADE"),
+                                            primary_key=True)
+    decision_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+
+
+class ReceiverToken(Base):
+    """A token an operator issued for a provider's own system: the receiver's whole inbox,
+    until it expires or is revoked. Only its SHA-256 is kept; it is shown once."""
+
+    __tablename__ = "receiver_token"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    receiver_id: Mapped[str] = mapped_column(String(32), index=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    issued_by: Mapped[str] = mapped_column(String(120))  # the operator
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 

@@ -83,8 +83,8 @@ def notice(kind: str, *, referral_id: str, organization_name: str, service_name:
     return subject, body
 
 
-def access_section(inbox_url: str, token: str, token_expires_at: datetime) -> str:
-    """How to respond, with the recipient's personal token: added to a proposal when it is
-    sent (never stored with the delivery; only the token's hash is kept)."""
+def access_section(signin_url: str, expires_at: datetime) -> str:
+    """How to open the proposal: its single-use sign-in link, added when the mail is sent
+    (never stored with the delivery; only the code's hash is kept)."""
     return _env().get_template("access.txt.j2").render(
-        inbox_url=inbox_url, token=token, token_expires_at=token_expires_at.strftime("%Y-%m-%d %H:%M UTC"))
+        signin_url=signin_url, expires_at=expires_at.strftime("%Y-%m-%d %H:%M UTC"))

@@ -32,7 +32,7 @@ async def deliveries(referral_id: str, notify: NotifyDep) -> dict[str, Any]:
         rows = (await s.scalars(select(Delivery).where(Delivery.referral_id == referral_id)
                                 .order_by(Delivery.created_at))).all()
     return {"items": [
-        {"id": d.id, "decision_id": d.decision_id, "recipient_contact_id": d.recipient_contact_id,
+        {"id": d.id, "decision_id": d.decision_id, "receiver_id": d.receiver_id,
          "state": d.state, "attempts": d.attempts, "last_error": d.last_error,
          "sent_at": d.sent_at.isoformat() if d.sent_at else None} for d in rows
     ]}

@@ -1,41 +1,69 @@
-"""The recipients' inbox over HTTP, and the operator's tokens for it. Routes only translate.
+"""The receivers' inbox over HTTP, how receivers sign in, and the operators' view of their
+credentials. Routes only translate.
 
-A recipient authenticates with its own bearer token (from a proposal mail, or issued by an
-operator) and sees only the proposals sent to its contact.
+A receiver is signed in by the link of a proposal mail (a session cookie that opens that
+proposal only, see service_layer.credentials), or a provider's system sends the bearer
+token an operator issued for it (the receiver's whole inbox).
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
-from typing import Annotated, Any, Literal
+from datetime import datetime, timedelta
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
+from fastapi.responses import RedirectResponse
+from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from notify.adapters.orm import Proposal, RecipientToken
+from notify.adapters.orm import Proposal
 from notify.adapters.orm import Response as ResponseRow
-from notify.entrypoints.http import admin
-from notify.service_layer.inbox import Conflict, Inbox, NotFound
+from notify.service_layer.credentials import Credential, Credentials, LinkUnusable, UnknownReceiver
+from notify.service_layer.inbox import Conflict, Inbox, NotFound, NotOpened
 from shared.grants import sign
-from shared.http import BearerToken, unauthorized
+from shared.operators import OnboardingOperator
+from shared.problems import PROBLEM_MEDIA_TYPE
 from shared.vocab import DeclineReason, Outcome
+
+SESSION_COOKIE = "rujukan_session"
 
 
 def get_inbox(request: Request) -> Inbox:
     return request.app.state.inbox
 
 
+def get_credentials(request: Request) -> Credentials:
+    return request.app.state.credentials
+
+
 InboxDep = Annotated[Inbox, Depends(get_inbox)]
+CredentialsDep = Annotated[Credentials, Depends(get_credentials)]
+_bearer = HTTPBearer(auto_error=False, description="a token an operator issued for a provider's system")
+_session = APIKeyCookie(name=SESSION_COOKIE, auto_error=False,
+                        description="the session a proposal mail's sign-in link started")
 
 
-async def recipient(token: BearerToken, inbox: InboxDep) -> RecipientToken:
-    found = await inbox.authenticate(token)
+def _unauthorized(detail: str = "invalid credential") -> HTTPException:
+    return HTTPException(status.HTTP_401_UNAUTHORIZED, detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+async def receiver(credentials: CredentialsDep,
+                   bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+                   session: Annotated[str | None, Depends(_session)]) -> Credential:
+    """The receiver asking: by its system's bearer token, else by its session cookie."""
+    if bearer is not None and bearer.credentials:
+        found = await credentials.by_token(bearer.credentials)
+    elif session:
+        found = await credentials.by_session(session)
+    else:
+        raise _unauthorized("sign in from the link in your proposal mail, or send your system's bearer token")
     if found is None:
-        raise unauthorized()
+        raise _unauthorized()
     return found
 
 
-RecipientDep = Annotated[RecipientToken, Depends(recipient)]
+ReceiverDep = Annotated[Credential, Depends(receiver)]
+ProposalId = Annotated[str, Path(max_length=32)]
 
 
 class ResponseRequest(BaseModel):
@@ -70,70 +98,126 @@ class ResponseRequest(BaseModel):
         return v
 
 
-class TokenRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    valid_days: int = Field(default=90, ge=1, le=366)
+class Reasons(BaseModel):
+    id: list[str]
+    en: list[str]
 
 
-def proposal_view(p: Proposal, responses: list[ResponseRow] | None = None) -> dict[str, Any]:
-    view: dict[str, Any] = {
-        "id": p.decision_id, "referral_id": p.referral_id, "service_id": p.service_id,
-        "service_name": p.service_name, "organization_name": p.organization_name,
-        "pmks_category": p.pmks_category, "region_code": p.region_code, "urgency": p.urgency,
-        "risk_flags": p.risk_flags, "reasons": {"id": p.reasons_id, "en": p.reasons_en},
-        "hold_expires_at": p.hold_expires_at.isoformat() if p.hold_expires_at else None,
-        "status": p.status, "status_reason": p.status_reason,
-        "created_at": p.created_at.isoformat(), "updated_at": p.updated_at.isoformat(),
-    }
-    if responses is not None:
-        view["responses"] = [{"response": r.response, "reason_code": r.reason_code, "outcome_code": r.outcome_code,
-                              "by": r.contact_id, "at": r.created_at.isoformat()} for r in responses]
-    return view
+class GivenResponse(BaseModel):
+    response: str
+    reason_code: str | None
+    outcome_code: str | None
+    by: str = Field(description="the receiver id")
+    at: datetime
 
 
-router = APIRouter(prefix="/v1")
+class PersonalDataOffer(BaseModel):
+    """Where and with what the receiver reads the person's details at intake: a grant for
+    this receiver and referral, bound to the credential that obtained it."""
+
+    url: str
+    authorization: str
+    expires_at: datetime
 
 
-@router.get("/inbox", tags=["inbox"])
-async def list_proposals(who: RecipientDep, inbox: InboxDep,
-                         status_: Annotated[str | None, Query(alias="status")] = None,
+class ProposalView(BaseModel):
+    id: str = Field(description="the proposal (matching's decision) id")
+    referral_id: str
+    service_id: str
+    service_name: str
+    organization_name: str
+    pmks_category: str
+    region_code: str
+    urgency: str
+    risk_flags: list[str]
+    reasons: Reasons
+    hold_expires_at: datetime | None
+    status: str
+    status_reason: str | None
+    created_at: datetime
+    updated_at: datetime
+    responses: list[GivenResponse] | None = None
+    personal_data: PersonalDataOffer | None = None
+
+
+class InboxPage(BaseModel):
+    receiver_id: str
+    items: list[ProposalView]
+    limit: int
+    offset: int
+
+
+def proposal_view(p: Proposal, responses: list[ResponseRow] | None = None) -> ProposalView:
+    return ProposalView(
+        id=p.decision_id, referral_id=p.referral_id, service_id=p.service_id, service_name=p.service_name,
+        organization_name=p.organization_name, pmks_category=p.pmks_category, region_code=p.region_code,
+        urgency=p.urgency, risk_flags=p.risk_flags, reasons=Reasons(id=p.reasons_id, en=p.reasons_en),
+        hold_expires_at=p.hold_expires_at, status=p.status, status_reason=p.status_reason,
+        created_at=p.created_at, updated_at=p.updated_at,
+        responses=None if responses is None else [
+            GivenResponse(response=r.response, reason_code=r.reason_code, outcome_code=r.outcome_code,
+                          by=r.receiver_id, at=r.created_at) for r in responses],
+    )
+
+
+def _not_yours() -> HTTPException:
+    return HTTPException(status.HTTP_404_NOT_FOUND, "no such proposal in your inbox")
+
+
+def _not_opened() -> HTTPException:
+    return HTTPException(status.HTTP_403_FORBIDDEN,
+                         "this sign-in opens only the proposal(s) it was mailed for: follow that proposal's link")
+
+
+router = APIRouter(prefix="/v1", tags=["inbox"])
+
+
+@router.get("/inbox", response_model=InboxPage)
+async def list_proposals(who: ReceiverDep, inbox: InboxDep,
+                         status_: Annotated[str | None, Query(alias="status", max_length=20)] = None,
                          limit: Annotated[int, Query(ge=1, le=200)] = 50,
-                         offset: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
-    items = await inbox.proposals(who.contact_id, status_, limit, offset)
-    return {"contact_id": who.contact_id, "items": [proposal_view(p) for p in items],
-            "limit": limit, "offset": offset}
+                         offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0) -> InboxPage:
+    """The proposals this credential opens: a system token, the whole inbox; a session
+    from a mail's link, the proposal(s) it was signed in for."""
+    items = await inbox.proposals(who, status_, limit, offset)
+    return InboxPage(receiver_id=who.receiver_id, items=[proposal_view(p) for p in items], limit=limit,
+                     offset=offset)
 
 
-@router.get("/inbox/{proposal_id}", tags=["inbox"])
-async def get_proposal(proposal_id: str, who: RecipientDep, inbox: InboxDep, request: Request) -> dict[str, Any]:
+@router.get("/inbox/{proposal_id}", response_model=ProposalView)
+async def get_proposal(proposal_id: ProposalId, who: ReceiverDep, inbox: InboxDep, request: Request) -> ProposalView:
     try:
-        p, responses = await inbox.proposal(who.contact_id, proposal_id)
+        p, responses = await inbox.proposal(who, proposal_id)
     except NotFound:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such proposal in your inbox") from None
+        raise _not_yours() from None
+    except NotOpened:
+        raise _not_opened() from None
     view = proposal_view(p, responses)
     settings = request.app.state.settings
     if p.status in ("accepted", "in_progress") and settings.receiver_grant_secret:
         # The person's details are read at intake, never copied here: a short-lived grant
-        # for this receiver and this referral, which intake checks and records.
+        # for this receiver and referral, which dies with the credential that obtained it.
         grant, expires = sign(settings.receiver_grant_secret, referral_id=p.referral_id,
-                              decision_id=p.decision_id, contact_id=who.contact_id,
-                              ttl=timedelta(minutes=settings.receiver_grant_minutes))
-        view["personal_data"] = {
-            "url": f"{settings.intake_public_url.rstrip('/')}/v1/receivers/referrals/{p.referral_id}",
-            "authorization": f"Bearer {grant}", "expires_at": expires.isoformat(),
-        }
+                              decision_id=p.decision_id, receiver_id=who.receiver_id, credential_id=who.id,
+                              ttl=timedelta(minutes=settings.receiver_grant_minutes), not_after=who.expires_at)
+        view.personal_data = PersonalDataOffer(
+            url=f"{settings.intake_public_url.rstrip('/')}/v1/receivers/referrals/{p.referral_id}",
+            authorization=f"Bearer {grant}", expires_at=expires)
     return view
 
 
-@router.post("/inbox/{proposal_id}/responses", status_code=status.HTTP_202_ACCEPTED, tags=["inbox"])
-async def respond(proposal_id: str, body: ResponseRequest, who: RecipientDep, inbox: InboxDep,
-                  response: Response) -> dict[str, Any]:
+@router.post("/inbox/{proposal_id}/responses", status_code=status.HTTP_202_ACCEPTED, response_model=ProposalView,
+             responses={200: {"description": "the same response again: nothing changed"}})
+async def respond(proposal_id: ProposalId, body: ResponseRequest, who: ReceiverDep, inbox: InboxDep,
+                  response: Response) -> ProposalView:
     """Accepted for matching, which confirms or releases the seat (202); the same response
     again changes nothing (200)."""
     try:
         p, changed = await inbox.respond(who, proposal_id, body.response, body.reason_code, body.outcome_code)
     except NotFound:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such proposal in your inbox") from None
+        raise _not_yours() from None
+    except NotOpened:
+        raise _not_opened() from None
     except Conflict as e:
         raise HTTPException(status.HTTP_409_CONFLICT, {"field": "response", "reason": str(e)}) from None
     if not changed:
@@ -141,18 +225,111 @@ async def respond(proposal_id: str, body: ResponseRequest, who: RecipientDep, in
     return proposal_view(p)
 
 
-operator = APIRouter(prefix="/v1", dependencies=[Depends(admin)], tags=["recipients"])
+# --- signing in and out ---------------------------------------------------------------------
+
+signin = APIRouter(prefix="/v1", tags=["sign-in"])
+# The sign-in answer must not be kept by a cache, nor its address sent on as a referrer.
+PRIVATE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
 
 
-@operator.post("/recipients/{contact_id}/tokens", status_code=status.HTTP_201_CREATED)
-async def issue_token(contact_id: str, body: TokenRequest, inbox: InboxDep) -> dict[str, Any]:
-    """A token for a provider's own system; shown once, only its hash is kept."""
-    token_id, token, expires_at = await inbox.issue_token(contact_id, timedelta(days=body.valid_days))
-    return {"id": token_id, "contact_id": contact_id, "token": token, "expires_at": expires_at.isoformat()}
+@signin.get("/signin/{code}", status_code=status.HTTP_303_SEE_OTHER, response_class=RedirectResponse,
+            responses={303: {"description": "signed in: on to the proposal, with the session cookie"},
+                       410: {"description": "the link was used already or has expired",
+                             "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}}})
+async def sign_in(code: Annotated[str, Path(min_length=1, max_length=100)], request: Request,
+                  credentials: CredentialsDep, session: Annotated[str | None, Depends(_session)]) -> Response:
+    """The proposal mail's link: consumes its single-use code, signs this browser in to that
+    proposal (a session cookie) and goes on to the proposal, so the code leaves the address bar."""
+    try:
+        done = await credentials.sign_in(code, session)
+    except LinkUnusable:
+        raise HTTPException(status.HTTP_410_GONE, "this sign-in link was already used or has expired; ask for "
+                            "a new one (the proposal's mail can be sent again)", headers=PRIVATE) from None
+    answer = RedirectResponse(f"/v1/inbox/{done.decision_id}", status_code=status.HTTP_303_SEE_OTHER,
+                              headers=PRIVATE)
+    if done.cookie is not None:
+        settings = request.app.state.settings
+        answer.set_cookie(SESSION_COOKIE, done.cookie, expires=done.expires_at, path="/", httponly=True,
+                          samesite="lax", secure=settings.public_url.lower().startswith("https://"))
+    return answer
 
 
-@operator.delete("/recipients/{contact_id}/tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def revoke_token(contact_id: str, token_id: str, inbox: InboxDep) -> Response:
-    if not await inbox.revoke_token(contact_id, token_id):
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such active token for this contact")
+@signin.post("/signout", status_code=status.HTTP_204_NO_CONTENT,
+             responses={204: {"description": "signed out (the session, if any, is revoked)"}})
+async def sign_out(credentials: CredentialsDep, session: Annotated[str | None, Depends(_session)]) -> Response:
+    """Revoke this browser's session: it and the grants it obtained open nothing more."""
+    if session:
+        await credentials.sign_out(session)
+    answer = Response(status_code=status.HTTP_204_NO_CONTENT, headers=PRIVATE)
+    answer.delete_cookie(SESSION_COOKIE, path="/")
+    return answer
+
+
+# --- operators: receivers' credentials ---------------------------------------------------------
+
+
+class TokenRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    valid_days: int = Field(default=90, ge=1, le=366)
+
+
+class IssuedToken(BaseModel):
+    id: str
+    receiver_id: str
+    token: str = Field(description="shown this once; only its hash is kept")
+    expires_at: datetime
+
+
+class CredentialView(BaseModel):
+    id: str
+    kind: Literal["session", "token"]
+    source: str = Field(description="'mail' for a session from a proposal mail; the issuing operator for a token")
+    created_at: datetime
+    expires_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class CredentialList(BaseModel):
+    receiver_id: str
+    items: list[CredentialView]
+
+
+ReceiverId = Annotated[str, Path(min_length=1, max_length=32)]
+operator = APIRouter(prefix="/v1/receivers", tags=["receivers"])
+
+
+def _unknown(receiver_id: str) -> HTTPException:
+    return HTTPException(status.HTTP_404_NOT_FOUND, f"no receiver '{receiver_id}'")
+
+
+@operator.post("/{receiver_id}/tokens", status_code=status.HTTP_201_CREATED, response_model=IssuedToken)
+async def issue_token(receiver_id: ReceiverId, body: TokenRequest, op: OnboardingOperator,
+                      credentials: CredentialsDep) -> IssuedToken:
+    """A token for a provider's own system (the receiver's whole inbox); shown once."""
+    try:
+        token_id, token, expires_at = await credentials.issue_token(receiver_id, timedelta(days=body.valid_days),
+                                                                    op.actor)
+    except UnknownReceiver:
+        raise _unknown(receiver_id) from None
+    return IssuedToken(id=token_id, receiver_id=receiver_id, token=token, expires_at=expires_at)
+
+
+@operator.get("/{receiver_id}/credentials", response_model=CredentialList)
+async def list_credentials(receiver_id: ReceiverId, _: OnboardingOperator,
+                           credentials: CredentialsDep) -> CredentialList:
+    """The receiver's tokens and sessions, newest first: never a secret."""
+    try:
+        found = await credentials.of_receiver(receiver_id)
+    except UnknownReceiver:
+        raise _unknown(receiver_id) from None
+    return CredentialList(receiver_id=receiver_id, items=[CredentialView(**vars(c)) for c in found])
+
+
+@operator.delete("/{receiver_id}/credentials/{credential_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def revoke_credential(receiver_id: ReceiverId, credential_id: Annotated[str, Path(max_length=32)],
+                            _: OnboardingOperator, credentials: CredentialsDep) -> Response:
+    """Revoke a token or a session; the grants it obtained are refused at intake."""
+    if not await credentials.revoke(receiver_id, credential_id):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such live token or session of this receiver")
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -20,11 +20,20 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from notify.adapters.mailer import Mailer
-from notify.adapters.orm import Delivery, Outbox, ProcessedEvent, RecipientToken
+from notify.adapters.orm import Delivery, Outbox, ProcessedEvent, SigninCode
 from notify.domain.messages import access_section, proposal
-from notify.service_layer.inbox import apply_closed_loop, mint_token, record_proposal, urgent_of
+from notify.service_layer.credentials import mint_signin_code, register
+from notify.service_layer.inbox import apply_closed_loop, record_proposal, urgent_of
 from shared.db import first_time
-from shared.events import Envelope, NotificationFailed, NotificationSent, ReferralMatched, new_id, utcnow
+from shared.events import (
+    Envelope,
+    NotificationFailed,
+    NotificationSent,
+    ReceiverRegistered,
+    ReferralMatched,
+    new_id,
+    utcnow,
+)
 from shared.outbox import OutboxRelay, add_events
 from shared.streams import Message
 
@@ -42,9 +51,9 @@ class Notify:
     claim_lease_s: float = 60.0
     # Sends recorded per transaction; also the most mails a crash can send twice.
     record_every: int = 1
-    # Where recipients answer (shown in the proposal mail), and how long a mailed token lasts.
+    # Where receivers sign in (the proposal mail's link), and how long that link works.
     public_url: str = "http://127.0.0.1:8003"
-    token_ttl: timedelta = timedelta(days=30)
+    signin_code_ttl: timedelta = timedelta(hours=24)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     # Set when an urgent delivery is queued: a round sending routine mail stops for it.
     _urgent_queued: asyncio.Event = field(default_factory=asyncio.Event)
@@ -56,6 +65,9 @@ class Notify:
         urgent = False
         async with self.sessions() as s, s.begin():
             for m in await first_time(s, ProcessedEvent, messages):
+                if isinstance(m.data, ReceiverRegistered):
+                    await register(s, m.data)
+                    continue
                 if isinstance(m.data, ReferralMatched):
                     created += await self._deliveries_for(s, m.data)
                     await record_proposal(s, m.data)
@@ -72,16 +84,16 @@ class Notify:
             self._wake.set()
 
     async def _deliveries_for(self, s: AsyncSession, e: ReferralMatched) -> int:
-        existing = set((await s.scalars(select(Delivery.recipient_contact_id)
+        existing = set((await s.scalars(select(Delivery.receiver_id)
                                         .where(Delivery.decision_id == e.decision_id,
                                                Delivery.kind == "proposal"))).all())
         subject, body = proposal(e)
         n = 0
         for r in e.recipients:
-            if r.contact_id in existing:
+            if r.receiver_id in existing:
                 continue
             s.add(Delivery(id=new_id(), referral_id=e.referral_id, decision_id=e.decision_id,
-                           recipient_contact_id=r.contact_id, kind="proposal", email=r.email, subject=subject,
+                           receiver_id=r.receiver_id, kind="proposal", email=r.email, subject=subject,
                            body=body, urgent=urgent_of(e.urgency, e.risk_flags)))
             n += 1
         return n
@@ -111,7 +123,7 @@ class Notify:
         """Send what is due, urgent first. Returns how many were attempted.
 
         A round costs one transaction to claim its deliveries (one conditional UPDATE that
-        moves their next attempt past a lease, with their inbox tokens minted alongside),
+        moves their next attempt past a lease, with their sign-in codes minted alongside),
         the mails over the one SMTP session, and one transaction per `record_every` mails
         to record them (sent rows with their `notification.sent` events, or failures with
         backoff). A crash after a mail is sent and before its chunk is recorded sends those
@@ -121,7 +133,7 @@ class Notify:
 
         A round of routine mail gives way as soon as an urgent delivery is queued: what it
         sent is recorded, what it claimed but did not send is released (due at once, its
-        unmailed tokens deleted), and the caller's next round starts with the urgent one."""
+        unmailed sign-in codes deleted), and the caller's next round starts with the urgent one."""
         self._urgent_queued.clear()
         started = time.monotonic()
         round_ = await self._claim_round(limit)
@@ -155,48 +167,49 @@ class Notify:
         attempt is moved past the send's timeout in one conditional UPDATE, so a second
         replica (or round) does not send them too (on PostgreSQL rows another replica is
         claiming are skipped, not waited for; a row claimed meanwhile fails the condition);
-        if this process dies mid-round, they are due again when the lease runs out. The
-        proposals' personal tokens are minted in the same transaction, so that only the
-        mail ever holds them (the database keeps their hash)."""
+        if this process dies mid-round, they are due again when the lease runs out. Each
+        proposal mail's sign-in code is minted in the same transaction, so that only the
+        mail ever holds it (the database keeps its hash)."""
         now = utcnow()
         due = (select(Delivery.id).where(Delivery.state == "pending", Delivery.next_attempt_at <= now)
                .order_by(Delivery.urgent.desc(), Delivery.created_at).limit(limit)
                .with_for_update(skip_locked=True))
-        expires_at = now + self.token_ttl
+        expires_at = now + self.signin_code_ttl
         base = self.public_url.rstrip("/")
         async with self.sessions() as s, s.begin():
             rows = (await s.execute(
                 update(Delivery).where(Delivery.id.in_(due.scalar_subquery()), Delivery.state == "pending",
                                        Delivery.next_attempt_at <= now)
                 .values(next_attempt_at=now + timedelta(seconds=self.claim_lease_s))
-                .returning(Delivery.id, Delivery.referral_id, Delivery.decision_id, Delivery.recipient_contact_id,
+                .returning(Delivery.id, Delivery.referral_id, Delivery.decision_id, Delivery.receiver_id,
                            Delivery.kind, Delivery.email, Delivery.subject, Delivery.body, Delivery.urgent,
                            Delivery.attempts, Delivery.created_at)
                 .execution_options(synchronize_session=False))).all()
             claimed = []
             for r in sorted(rows, key=lambda r: (not r.urgent, r.created_at)):
-                body, token_id = r.body, None
+                body, code_id = r.body, None
                 if r.kind == "proposal":
-                    token_id, token = await mint_token(s, r.recipient_contact_id, "mail", expires_at)
-                    body += access_section(f"{base}/v1/inbox/{r.decision_id}", token, expires_at)
+                    code_id, code = mint_signin_code(s, receiver_id=r.receiver_id, decision_id=r.decision_id,
+                                                     delivery_id=r.id, expires_at=expires_at)
+                    body += access_section(f"{base}/v1/signin/{code}", expires_at)
                 claimed.append(_Claimed(id=r.id, referral_id=r.referral_id, decision_id=r.decision_id,
-                                        recipient_contact_id=r.recipient_contact_id, kind=r.kind, email=r.email,
+                                        receiver_id=r.receiver_id, kind=r.kind, email=r.email,
                                         subject=r.subject, body=body, urgent=r.urgent, attempts=r.attempts,
-                                        token_id=token_id))
+                                        code_id=code_id))
         return claimed
 
     async def _release(self, unsent: list[_Claimed]) -> None:
-        """Give back what a round claimed but did not send: due at once, and the tokens
-        minted for those mails deleted (nobody holds them)."""
+        """Give back what a round claimed but did not send: due at once, and the sign-in
+        codes minted for those mails deleted (nobody holds them)."""
         if not unsent:
             return
         async with self.sessions() as s, s.begin():
             await s.execute(update(Delivery).where(Delivery.id.in_([d.id for d in unsent]),
                                                    Delivery.state == "pending")
                             .values(next_attempt_at=utcnow()).execution_options(synchronize_session=False))
-            tokens = [d.token_id for d in unsent if d.token_id]
-            if tokens:
-                await s.execute(delete(RecipientToken).where(RecipientToken.id.in_(tokens)))
+            codes = [d.code_id for d in unsent if d.code_id]
+            if codes:
+                await s.execute(delete(SigninCode).where(SigninCode.id.in_(codes)))
 
     async def _record(self, done: list[tuple[_Claimed, str | None]]) -> None:
         """Record a chunk of sends in one transaction: the sent rows with their
@@ -214,7 +227,7 @@ class Notify:
                     d = sent[delivery_id]
                     events.append(Envelope.wrap(NotificationSent(
                         referral_id=d.referral_id, delivery_id=d.id, decision_id=d.decision_id,
-                        recipient_contact_id=d.recipient_contact_id, kind=d.kind),
+                        receiver_id=d.receiver_id, kind=d.kind),
                         source=SOURCE, subject=d.referral_id))
                     log.info("delivery %s sent (referral %s)", d.id, d.referral_id)
             for d, error in done:
@@ -234,7 +247,7 @@ class Notify:
                 if attempts >= self.max_attempts:
                     events.append(Envelope.wrap(NotificationFailed(
                         referral_id=d.referral_id, delivery_id=d.id, decision_id=d.decision_id, kind=d.kind,
-                        recipient_contact_id=d.recipient_contact_id,
+                        receiver_id=d.receiver_id,
                         reason=f"gave up after {attempts} attempts: {error}"), source=SOURCE, subject=d.referral_id))
                     log.error("delivery %s failed for good: %s", d.id, error)
                 else:
@@ -247,16 +260,16 @@ class Notify:
 
 @dataclass(frozen=True, slots=True)
 class _Claimed:
-    """A delivery taken for this round, with its mail's body complete (token included)."""
+    """A delivery taken for this round, with its mail's body complete (sign-in link included)."""
 
     id: str
     referral_id: str
     decision_id: str
-    recipient_contact_id: str
+    receiver_id: str
     kind: str
     email: str
     subject: str
     body: str
     urgent: bool
     attempts: int
-    token_id: str | None
+    code_id: str | None

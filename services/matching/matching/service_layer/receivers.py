@@ -1,0 +1,104 @@
+"""Receiver identities: who a proposal goes to, as every service identifies it.
+
+Matching issues one receiver id per (organisation, service, receiving contact) when a
+directory write brings that triple in (or, for a service written before receivers
+existed, when it is first proposed), in the writing transaction, and announces it with
+`receiver.registered` through the outbox so that notify can issue that receiver's
+credentials. An HSDS contact id is the record writer's choice: it never identifies a
+receiver on its own (see adapters.orm.Receiver).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from matching.adapters.orm import Contact, Outbox, Receiver, Service
+from matching.domain.hsds import ServiceRecord
+from shared.events import Envelope, ReceiverRegistered, new_id, utcnow
+from shared.outbox import outbox_row
+
+SOURCE = "rujukan/matching"
+
+# (organization_id, service_id, contact_id)
+Owner = tuple[str, str, str]
+
+
+async def issue(s: AsyncSession, owners: Iterable[Owner]) -> dict[Owner, str]:
+    """The receiver id of each owner, issuing (and announcing) those not issued yet,
+    inside the caller's transaction."""
+    wanted = {o for o in owners if o[2]}
+    if not wanted:
+        return {}
+    service_ids = sorted({o[1] for o in wanted})
+    found: dict[Owner, str] = {}
+    for i in range(0, len(service_ids), 500):
+        issued = (await s.execute(select(Receiver.organization_id, Receiver.service_id, Receiver.contact_id,
+                                         Receiver.id).where(Receiver.service_id.in_(service_ids[i:i + 500])))).all()
+        found.update({(r[0], r[1], r[2]): r[3] for r in issued if (r[0], r[1], r[2]) in wanted})
+    rows: list[dict[str, object]] = []
+    events: list[dict[str, str]] = []
+    for org, service, contact in sorted(wanted - found.keys()):
+        receiver_id = new_id()
+        rows.append({"id": receiver_id, "organization_id": org, "service_id": service, "contact_id": contact,
+                     "created_at": utcnow()})
+        found[(org, service, contact)] = receiver_id
+        events.append(outbox_row(Envelope.wrap(ReceiverRegistered(
+            receiver_id=receiver_id, organization_id=org, service_id=service, contact_id=contact,
+        ), source=SOURCE, subject=receiver_id)))
+    if rows:  # plain INSERTs: an import issues thousands at once
+        await s.execute(insert(Receiver), rows)
+        await s.execute(insert(Outbox), events)
+    return found
+
+
+async def of_service(s: AsyncSession, service_id: str) -> str:
+    """The receiver of a service's receiving contact, issued now for a service written
+    before receivers were. A matchable service has a receiving contact (else it is flagged)."""
+    row = (await s.execute(select(Service.receiver_id, Service.organization_id, Service.contact_id)
+                           .where(Service.id == service_id))).one()
+    if row.receiver_id is not None:
+        return str(row.receiver_id)
+    if not row.contact_id:
+        raise LookupError(f"service {service_id} has no receiving contact")
+    receiver_id = (await issue(s, [(row.organization_id, service_id, row.contact_id)]))[
+        (row.organization_id, service_id, row.contact_id)]
+    svc = await s.get(Service, service_id)
+    if svc is not None:
+        svc.receiver_id = receiver_id
+    return receiver_id
+
+
+@dataclass(frozen=True)
+class Reuse:
+    """A contact id given in a record that another organisation's service already uses."""
+
+    contact_id: str
+    other_service_id: str
+    other_organization_id: str
+
+
+async def reused_contacts(s: AsyncSession, records: Sequence[ServiceRecord]) -> dict[str, list[Reuse]]:
+    """Per service id in `records`: its contact ids that a service of another organisation
+    holds in the directory (a service moving to another organisation included)."""
+    ids = sorted({c.id for r in records for c in r.contacts})
+    if not ids:
+        return {}
+    held: dict[str, list[tuple[str, str]]] = {}
+    for i in range(0, len(ids), 500):
+        rows = (await s.execute(select(Contact.id, Contact.service_id, Service.organization_id)
+                                .join(Service, Service.id == Contact.service_id)
+                                .where(Contact.id.in_(ids[i:i + 500])))).all()
+        for contact_id, service_id, org in rows:
+            held.setdefault(contact_id, []).append((service_id, org))
+    out: dict[str, list[Reuse]] = {}
+    for r in records:
+        for c in r.contacts:
+            others = [(sid, org) for sid, org in held.get(c.id, []) if org != r.organization_id]
+            if others:
+                sid, org = sorted(others)[0]
+                out.setdefault(r.id, []).append(Reuse(c.id, sid, org))
+    return out

@@ -1,0 +1,240 @@
+"""How a receiver signs in, and what each way opens.
+
+- A proposal mail carries one link with a single-use sign-in code (valid `code_ttl`, kept
+  only as its SHA-256). Following it consumes the code and starts a session in that
+  browser (a random id in a cookie, kept as its SHA-256, expiring after `session_ttl`),
+  or adds the proposal to the session of the same receiver already there. A session opens
+  only the proposals it was signed in for: a forwarded mail opens one proposal, once.
+- An operator issues a token for a provider's own system: the receiver's whole inbox,
+  until it expires or is revoked. Shown once, kept as its SHA-256.
+
+Every session and token can be listed (never its secret) and revoked by id; signing out
+revokes the session. A revocation is published (`receiver.credential_revoked`, the id
+only) in the same transaction, so that intake refuses the personal-data grants the
+credential obtained.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from notify.adapters.orm import Outbox, Receiver, ReceiverSession, ReceiverToken, SessionProposal, SigninCode
+from shared.events import Envelope, ReceiverCredentialRevoked, ReceiverRegistered, new_id, utcnow
+from shared.outbox import OutboxRelay, add_events
+
+SOURCE = "rujukan/notify"
+TOKEN_PREFIX = "rjk_"  # noqa: S105 - marks a receiver's system token, not a secret
+SESSION_PREFIX = "rjs_"
+# How stale `last_used_at` may get before a request writes it again (one write a minute,
+# not one per request).
+LAST_USED_EVERY = timedelta(minutes=1)
+
+
+def digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Credential:
+    """Who is asking, and what it may open: a session (the proposals it was signed in
+    for) or an operator's token (the whole inbox)."""
+
+    id: str
+    kind: Literal["session", "token"]
+    receiver_id: str
+    expires_at: datetime
+    proposals: frozenset[str] | None  # None: every proposal of the receiver
+
+    def opens(self, decision_id: str) -> bool:
+        return self.proposals is None or decision_id in self.proposals
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    session_id: str
+    # The new session's cookie value; None when the proposal joined the session already there.
+    cookie: str | None
+    decision_id: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class CredentialInfo:
+    """A credential as an operator sees it: never its secret."""
+
+    id: str
+    kind: Literal["session", "token"]
+    source: str  # "mail" (a session from a proposal mail) or the operator who issued a token
+    created_at: datetime
+    expires_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class LinkUnusable(Exception):
+    """The sign-in link was used already, has expired, or never existed."""
+
+
+class UnknownReceiver(LookupError):
+    pass
+
+
+def mint_signin_code(s: AsyncSession, *, receiver_id: str, decision_id: str, delivery_id: str,
+                     expires_at: datetime) -> tuple[str, str]:
+    """A new sign-in code for one proposal mail: (its id, the code itself, never stored)."""
+    code = secrets.token_urlsafe(32)
+    code_id = new_id()
+    s.add(SigninCode(id=code_id, code_sha256=digest(code), receiver_id=receiver_id, decision_id=decision_id,
+                     delivery_id=delivery_id, expires_at=expires_at))
+    return code_id, code
+
+
+async def register(s: AsyncSession, e: ReceiverRegistered) -> None:
+    """Learn (or complete) a receiver that matching issued."""
+    known = await s.get(Receiver, e.receiver_id)
+    if known is None:
+        s.add(Receiver(id=e.receiver_id, service_id=e.service_id, organization_id=e.organization_id,
+                       contact_id=e.contact_id))
+    else:
+        known.service_id, known.organization_id, known.contact_id = e.service_id, e.organization_id, e.contact_id
+
+
+async def learn_from_proposal(s: AsyncSession, receiver_id: str, service_id: str, contact_id: str) -> None:
+    """A receiver a proposal was sent to is known, even before its registration arrives."""
+    if await s.get(Receiver, receiver_id) is None:
+        s.add(Receiver(id=receiver_id, service_id=service_id, contact_id=contact_id))
+
+
+@dataclass
+class Credentials:
+    sessions: async_sessionmaker[AsyncSession]
+    relay: OutboxRelay
+    session_ttl: timedelta = timedelta(hours=12)
+
+    # --- the mail's link -----------------------------------------------------------------
+
+    async def sign_in(self, code: str, current_cookie: str | None) -> SignedIn:
+        """Consume a mail's code and open its proposal in a session: the session already in
+        this browser when it is the same receiver's (and still valid), else a new one."""
+        now = utcnow()
+        async with self.sessions() as s, s.begin():
+            # One conditional UPDATE: of two requests with the same code, one wins.
+            used = (await s.execute(
+                update(SigninCode).where(SigninCode.code_sha256 == digest(code), SigninCode.used_at.is_(None),
+                                         SigninCode.expires_at > now)
+                .values(used_at=now).returning(SigninCode.receiver_id, SigninCode.decision_id)
+                .execution_options(synchronize_session=False))).one_or_none()
+            if used is None:
+                raise LinkUnusable()
+            receiver_id, decision_id = used
+            session = None
+            if current_cookie and current_cookie.startswith(SESSION_PREFIX):
+                session = await s.scalar(select(ReceiverSession).where(
+                    ReceiverSession.session_sha256 == digest(current_cookie), ReceiverSession.revoked_at.is_(None),
+                    ReceiverSession.expires_at > now, ReceiverSession.receiver_id == receiver_id))
+            cookie = None
+            if session is None:
+                cookie = SESSION_PREFIX + secrets.token_urlsafe(32)
+                session = ReceiverSession(id=new_id(), session_sha256=digest(cookie), receiver_id=receiver_id,
+                                          created_at=now, expires_at=now + self.session_ttl, last_used_at=now)
+                s.add(session)
+                await s.flush()
+            if await s.get(SessionProposal, (session.id, decision_id)) is None:
+                s.add(SessionProposal(session_id=session.id, decision_id=decision_id))
+            return SignedIn(session.id, cookie, decision_id, session.expires_at)
+
+    # --- who is asking ---------------------------------------------------------------------
+
+    async def by_session(self, cookie: str) -> Credential | None:
+        if not cookie.startswith(SESSION_PREFIX):
+            return None
+        now = utcnow()
+        async with self.sessions() as s, s.begin():
+            found = await s.scalar(select(ReceiverSession).where(ReceiverSession.session_sha256 == digest(cookie)))
+            if found is None or found.revoked_at is not None or found.expires_at <= now:
+                return None
+            opens = frozenset((await s.scalars(select(SessionProposal.decision_id)
+                                               .where(SessionProposal.session_id == found.id))).all())
+            if found.last_used_at is None or now - found.last_used_at > LAST_USED_EVERY:
+                found.last_used_at = now
+            return Credential(found.id, "session", found.receiver_id, found.expires_at, opens)
+
+    async def by_token(self, token: str) -> Credential | None:
+        if not token.startswith(TOKEN_PREFIX):
+            return None
+        now = utcnow()
+        async with self.sessions() as s, s.begin():
+            found = await s.scalar(select(ReceiverToken).where(ReceiverToken.token_sha256 == digest(token)))
+            if found is None or found.revoked_at is not None or found.expires_at <= now:
+                return None
+            if found.last_used_at is None or now - found.last_used_at > LAST_USED_EVERY:
+                found.last_used_at = now
+            return Credential(found.id, "token", found.receiver_id, found.expires_at, None)
+
+    # --- operators: tokens for systems, and every credential by receiver ------------------
+
+    async def issue_token(self, receiver_id: str, valid_for: timedelta, issued_by: str) -> tuple[str, str, datetime]:
+        """A token for a provider's system: (its id, the token, shown once; expiry)."""
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        token_id = new_id()
+        expires_at = utcnow() + valid_for
+        async with self.sessions() as s, s.begin():
+            if await s.get(Receiver, receiver_id) is None:
+                raise UnknownReceiver(receiver_id)
+            s.add(ReceiverToken(id=token_id, receiver_id=receiver_id, token_sha256=digest(token),
+                                issued_by=issued_by, expires_at=expires_at))
+        return token_id, token, expires_at
+
+    async def of_receiver(self, receiver_id: str) -> list[CredentialInfo]:
+        async with self.sessions() as s:
+            if await s.get(Receiver, receiver_id) is None:
+                raise UnknownReceiver(receiver_id)
+            tokens = (await s.scalars(select(ReceiverToken).where(ReceiverToken.receiver_id == receiver_id))).all()
+            sessions = (await s.scalars(select(ReceiverSession)
+                                        .where(ReceiverSession.receiver_id == receiver_id))).all()
+        out = [CredentialInfo(t.id, "token", t.issued_by, t.created_at, t.expires_at, t.last_used_at, t.revoked_at)
+               for t in tokens]
+        out += [CredentialInfo(x.id, "session", "mail", x.created_at, x.expires_at, x.last_used_at, x.revoked_at)
+                for x in sessions]
+        return sorted(out, key=lambda c: (c.created_at, c.id), reverse=True)
+
+    async def revoke(self, receiver_id: str, credential_id: str) -> bool:
+        """Revoke one of the receiver's tokens or sessions; False if it has no such live one."""
+        async with self.sessions() as s, s.begin():
+            done = await self._revoke(s, ReceiverToken, credential_id, receiver_id) or await self._revoke(
+                s, ReceiverSession, credential_id, receiver_id)
+        if done:
+            self.relay.kick()
+        return done
+
+    async def sign_out(self, cookie: str) -> bool:
+        """Revoke the session of this cookie; False if it was not a live session."""
+        if not cookie.startswith(SESSION_PREFIX):
+            return False
+        async with self.sessions() as s, s.begin():
+            session_id = await s.scalar(select(ReceiverSession.id).where(
+                ReceiverSession.session_sha256 == digest(cookie)))
+            done = session_id is not None and await self._revoke(s, ReceiverSession, session_id, None)
+        if done:
+            self.relay.kick()
+        return done
+
+    @staticmethod
+    async def _revoke(s: AsyncSession, model: type[ReceiverToken] | type[ReceiverSession], credential_id: str,
+                      receiver_id: str | None) -> bool:
+        q = update(model).where(model.id == credential_id, model.revoked_at.is_(None))
+        if receiver_id is not None:
+            q = q.where(model.receiver_id == receiver_id)
+        res = await s.execute(q.values(revoked_at=utcnow()).execution_options(synchronize_session=False))
+        if not res.rowcount:  # type: ignore[attr-defined]
+            return False
+        add_events(s, Outbox, [Envelope.wrap(ReceiverCredentialRevoked(credential_id=credential_id),
+                                             source=SOURCE, subject=credential_id)])
+        return True
