@@ -125,9 +125,24 @@ async def list_services(
     }
 
 
+# An HSDS service_full as the directory reads it (docs/directory-csv.md has the CSV's).
+SERVICE_EXAMPLE: dict[str, Any] = {
+    "id": "svc-kds-medan", "name": "Kelompok Dukungan Sebaya Kota Medan",
+    "organization": {"id": "org-kds-medan", "name": "Komunitas Dukungan Medan"},
+    "contacts": [{"id": "ct-kds-medan", "email": "fasilitator@kds-medan.example"}],
+    "service_areas": [{"extent": "12.71", "extent_type": "text"}], "languages": [{"code": "id"}],
+    "capacities": [{"available": 4, "maximum": 12}],
+    "attributes": [{"taxonomy_term": {"taxonomy": t, "code": c}} for t, c in (
+        ("pmks", "korban_tindak_kekerasan"), ("resource_kind", "peer_support"), ("support_type", "emotional"))],
+}
+CSV_EXAMPLE = ("id,name,organization_id,organization_name,resource_kind,pmks,areas,contact_email,seats_available,"
+               "seats_max\nsvc-kds-deli,KDS Deli Serdang,org-kds-deli,Komunitas Deli,peer_support,"
+               "korban_tindak_kekerasan,12.07,fasilitator@kds-deli.example,3,10\n")
+
+
 @router.post("/services", status_code=201)
 async def create_service(
-    body: Annotated[dict[str, Any], Body(description="an HSDS service_full")],
+    body: Annotated[dict[str, Any], Body(description="an HSDS service_full", examples=[SERVICE_EXAMPLE])],
     request: Request, response: Response, sessions: SessionsDep,
 ) -> dict[str, Any]:
     rec = _record(body)
@@ -148,7 +163,8 @@ async def get_service(service_id: str, sessions: SessionsDep) -> dict[str, Any]:
 
 @router.put("/services/{service_id}")
 async def replace_service(
-    service_id: str, body: Annotated[dict[str, Any], Body(description="an HSDS service_full")],
+    service_id: str, body: Annotated[dict[str, Any], Body(
+        description="an HSDS service_full", examples=[{k: v for k, v in SERVICE_EXAMPLE.items() if k != "id"}])],
     request: Request, sessions: SessionsDep,
 ) -> dict[str, Any]:
     rec = _record(body, service_id)
@@ -212,7 +228,10 @@ async def update_capacity(service_id: str, body: CapacityIn, request: Request,
     return await _rendered(sessions, service_id)
 
 
-@router.post("/directory/import")
+@router.post("/directory/import", openapi_extra={"requestBody": {"required": True, "content": {
+    "application/json": {"schema": {"description": "a service_full, an organization_full, or a list of them"},
+                         "example": [SERVICE_EXAMPLE]},
+    "text/csv": {"schema": {"type": "string"}, "example": CSV_EXAMPLE}}}})
 @reads_body("application/json", "+json", "text/csv", "application/csv", max_bytes_setting="directory_import_max_bytes")
 async def import_directory(request: Request, sessions: SessionsDep) -> dict[str, Any]:
     """HSDS JSON (`application/json`: one service_full or organization_full, or a list of
