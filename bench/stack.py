@@ -12,7 +12,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from shared.devstack import ROOT, load_compose, local_environment
+from shared.devstack import REPLACED_LOCALLY, ROOT, development_env, load_compose, local_environment
 from shared.redis_server import free_port
 
 DEMO_API_KEY = "rujukan-bench-key"
@@ -35,15 +35,17 @@ class Services:
 
         self.var.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "DATABASE_", "SMTP_"))}
+        # Development values (its own secrets under var/secrets): the bench's Redis has no password.
+        env.update(development_env(self.var))
         env.update({
-            "DEMO_API_KEY": DEMO_API_KEY, "ADMIN_API_KEY": "rujukan-bench-admin",
+            "DEMO_API_KEY": DEMO_API_KEY,
             "ENCRYPTION_KEYS": FieldCipher.generate("bench1"),
             # The bench loads its own directory of services; the demo one would add to it.
             "SEED_DEMO": "false",
         })
         env.update({f"{name.upper()}_DATABASE_URL": url for name, url in self.database_urls.items()})
         env.update(self.extra_env)
-        specs = load_compose(env=env)
+        specs = load_compose(env={**REPLACED_LOCALLY, **env})
         for name in self.names:
             spec = specs[name]
             port = free_port()

@@ -4,7 +4,13 @@
 - an SMTP catcher that keeps every mail as .eml under ./var/mail, unless SMTP_URL is set;
 - intake, matching and notify, each with a SQLite database under ./var, started with the
   command and environment that `compose.yaml` gives them (one source of truth), with only
-  the addresses of Redis, SMTP and the databases replaced by local ones.
+  the addresses of Redis, SMTP and the databases replaced by local ones;
+- in development (RUJUKAN_ENV=development), with secrets of its own made once under
+  ./var/secrets (never a value published in this repository), one operator key per role,
+  the demo agency and the demo directory.
+
+`python -m shared.devstack compose-env > .env` prints the same kind of development values
+for `docker compose --profile dev up`.
 
 Ctrl-C (or SIGTERM) stops the services gracefully, then Redis and the mail catcher.
 A service that dies is started again.
@@ -12,8 +18,10 @@ A service that dies is started again.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import secrets
 import signal
 import subprocess
 import sys
@@ -32,8 +40,16 @@ from shared.redis_server import RedisProcess
 ROOT = Path(__file__).resolve().parent.parent
 APP_SERVICES = ("intake", "matching", "notify")
 DEFAULT_DEMO_API_KEY = "rujukan-demo-key"
-DEFAULT_ADMIN_API_KEY = "rujukan-admin-key"
-_VAR = re.compile(r"\$\{([A-Z0-9_]+)(?::?-([^}]*))?\}")
+# ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?error}, ${VAR?error}
+_VAR = re.compile(r"\$\{([A-Z0-9_]+)(?:(:?)([-?])([^}]*))?\}")
+# compose.yaml's values that the embedded runner replaces by local ones: interpolated
+# with these so that compose's required variables need not be set for `make run`.
+REPLACED_LOCALLY = {"REDIS_PASSWORD": "unused-by-make-run", "POSTGRES_PASSWORD": "unused-by-make-run",
+                    "SMTP_URL": "smtp://replaced-by-make-run:25"}
+
+
+class MissingVariable(ValueError):
+    """A variable compose.yaml requires (${VAR:?...}) is not set."""
 
 
 @dataclass
@@ -44,8 +60,21 @@ class AppSpec:
 
 
 def interpolate(value: str, env: dict[str, str]) -> str:
-    """Compose's ${VAR:-default} interpolation, enough for our compose file."""
-    return _VAR.sub(lambda m: env.get(m.group(1)) or (m.group(2) or ""), value)
+    """Compose's interpolation, enough for our compose file: ${VAR:-default} (also when
+    empty), ${VAR-default} (when unset), ${VAR:?error} (required, not empty), ${VAR?error}
+    (required); MissingVariable names what is missing."""
+
+    def one(m: re.Match[str]) -> str:
+        name, colon, kind, word = m.group(1), m.group(2), m.group(3), m.group(4) or ""
+        given = env.get(name)
+        missing = given is None or (colon == ":" and given == "")
+        if kind == "?" and missing:
+            raise MissingVariable(f"{name}: {word or 'required'}")
+        if kind == "-" and missing:
+            return word
+        return given or ""
+
+    return _VAR.sub(one, value)
 
 
 def load_compose(path: Path = ROOT / "compose.yaml", env: dict[str, str] | None = None) -> dict[str, AppSpec]:
@@ -73,21 +102,49 @@ def local_environment(spec: AppSpec, var: Path, redis_url: str, smtp_url: str,
         out["SMTP_URL"] = smtp_url
     if "ENCRYPTION_KEYS" in out:
         out["ENCRYPTION_KEYS"] = env.get("ENCRYPTION_KEYS") or _local_key(var)
-    if "RECEIVER_GRANT_SECRET" in out:
-        out["RECEIVER_GRANT_SECRET"] = env.get("RECEIVER_GRANT_SECRET") or _local_secret(var)
+    for name in ("RECEIVER_GRANT_SECRET", "AGENCY_KEY_PEPPER"):
+        if name in out:
+            out[name] = env.get(name) or _local_secret(var, name.lower())
     return out
 
 
-def _local_secret(var: Path) -> str:
-    """The receivers' grant secret shared by intake and notify, made once per ./var."""
-    import secrets
-
-    path = var / "secrets" / "receiver_grant_secret"
+def _kept(path: Path, make: Any) -> str:
+    """A value made once and kept (0600) at `path`."""
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_urlsafe(32))
+        path.write_text(make())
         path.chmod(0o600)
     return path.read_text().strip()
+
+
+def _local_secret(var: Path, name: str) -> str:
+    """A shared secret (the receivers' grant secret, the agency keys' pepper), made once per ./var."""
+    return _kept(var / "secrets" / name, lambda: secrets.token_urlsafe(32))
+
+
+def local_operator_keys(var: Path) -> dict[str, str]:
+    """One operator per role ("dev-<role>"), its key made once per ./var: {role: key}."""
+    from shared.operators import Role, new_key
+
+    keys: dict[str, str] = json.loads(_kept(var / "secrets" / "operator_keys.json",
+                                            lambda: json.dumps({r.value: new_key() for r in Role})))
+    return keys
+
+
+def development_env(var: Path) -> dict[str, str]:
+    """What development runs with, the secrets made once under var/secrets."""
+    from shared.operators import Role, entry_for
+
+    keys = local_operator_keys(var)
+    return {
+        "RUJUKAN_ENV": "development",
+        "DEMO_API_KEY": DEFAULT_DEMO_API_KEY,
+        "SEED_DEMO": "true",
+        "ENCRYPTION_KEYS": _local_key(var),
+        "RECEIVER_GRANT_SECRET": _local_secret(var, "receiver_grant_secret"),
+        "AGENCY_KEY_PEPPER": _local_secret(var, "agency_key_pepper"),
+        "OPERATOR_KEYS": ",".join(entry_for(f"dev-{role}", Role(role), key) for role, key in keys.items()),
+    }
 
 
 def _local_key(var: Path) -> str:
@@ -107,12 +164,14 @@ class Stack:
         self.var = var.resolve()
         self.log_dir = log_dir
         self.env = dict(os.environ if env is None else env)
-        self.env.setdefault("DEMO_API_KEY", DEFAULT_DEMO_API_KEY)
-        self.env.setdefault("ADMIN_API_KEY", DEFAULT_ADMIN_API_KEY)
+        # `make run` is development: its own secrets, the demo agency and directory.
+        for name, value in development_env(self.var).items():
+            self.env.setdefault(name, value)
+        self.env["RUJUKAN_ENV"] = "development"
         self.redis: RedisProcess | None = None
         self.mail: MailCatcher | None = None
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.specs = load_compose(env=self.env)
+        self.specs = load_compose(env={**REPLACED_LOCALLY, **self.env})
         # RUJUKAN_<SERVICE>_PORT moves a service off its compose port (tests, a busy machine).
         for name, spec in self.specs.items():
             if port := self.env.get(f"RUJUKAN_{name.upper()}_PORT"):
@@ -197,20 +256,44 @@ class Stack:
 
 
 def banner(stack: Stack) -> str:
+    keys = local_operator_keys(stack.var)
+    operators = "\n".join(f"    {role:<11} {key}" for role, key in keys.items())
     return f"""
-Rujukan is running (embedded default; data under {stack.var}).
-  intake    http://127.0.0.1:{stack.port('intake')}/docs    agency key: {stack.env['DEMO_API_KEY']}
-  matching  http://127.0.0.1:{stack.port('matching')}/docs    admin key:  {stack.env['ADMIN_API_KEY']}
+Rujukan is running (development; data under {stack.var}).
+  intake    http://127.0.0.1:{stack.port('intake')}/docs    demo agency key: {stack.env['DEMO_API_KEY']}
+  matching  http://127.0.0.1:{stack.port('matching')}/docs
   notify    http://127.0.0.1:{stack.port('notify')}/docs
   redis     {stack.redis_url}
   mail      {stack.smtp_url}{f'  (saved under {stack.var / "mail"})' if stack.mail else ''}
+  operator keys (role: key; kept in {stack.var / "secrets" / "operator_keys.json"}):
+{operators}
 Press Ctrl-C to stop.
 """
 
 
+def compose_env(var: Path) -> str:
+    """An .env for `docker compose --profile dev up`: development values made here."""
+    env = development_env(var)
+    env.update({"REDIS_PASSWORD": secrets.token_hex(24), "POSTGRES_PASSWORD": secrets.token_hex(24),
+                "SMTP_URL": "smtp://mailpit:1025"})
+    keys = local_operator_keys(var)
+    lines = ["# Development only (RUJUKAN_ENV=development): never use these values in production."]
+    lines += [f"# operator key ({role}): {key}" for role, key in keys.items()]
+    lines += [f"{name}={value}" for name, value in env.items()]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     var = Path(os.environ.get("RUJUKAN_VAR", ROOT / "var"))
-    stack = Stack(var)
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["compose-env"]:
+        sys.stdout.write(compose_env(var))
+        return 0
+    try:
+        stack = Stack(var)
+    except MissingVariable as e:
+        print(f"[stack] compose.yaml needs {e}", file=sys.stderr)
+        return 2
 
     def _stop(*_: Any) -> None:
         # Only the first signal counts: a second Ctrl-C, or make and uv both forwarding the

@@ -3,6 +3,7 @@ everything (services, its redis-server, the mail catcher) cleanly."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -51,6 +52,13 @@ def test_runner_starts_the_stack_and_ctrl_c_stops_everything(tmp_path: Path) -> 
         r = httpx.get(f"http://127.0.0.1:{ports['intake']}/v1/referrals",
                       headers={"Authorization": f"Bearer {DEMO_KEY}"})
         assert r.status_code == 200
+        # Development: an operator key per role, made here (never a published one) and shown.
+        keys = json.loads((tmp_path / "var" / "secrets" / "operator_keys.json").read_text())
+        assert set(keys) == {"directory", "operations", "onboarding", "audit"}
+        assert keys["directory"] in (tmp_path / "runner.log").read_text(errors="replace")
+        r = httpx.get(f"http://127.0.0.1:{ports['matching']}/v1/services",
+                      headers={"Authorization": f"Bearer {keys['directory']}"})
+        assert r.status_code == 200 and r.json()["total_items"] >= 4  # the demo directory
 
         proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
         assert proc.wait(timeout=60) == 0

@@ -17,10 +17,29 @@ import yaml
 from intake.settings import Settings as IntakeSettings
 from matching.settings import Settings as MatchingSettings
 from notify.settings import Settings as NotifySettings
-from shared.devstack import APP_SERVICES, ROOT, interpolate, load_compose, local_environment
+from shared.devstack import APP_SERVICES, ROOT, MissingVariable, interpolate, load_compose, local_environment
 
 COMPOSE = ROOT / "compose.yaml"
 SETTINGS = {"intake": IntakeSettings, "matching": MatchingSettings, "notify": NotifySettings}
+# What compose.yaml requires an operator to set, each with a value of the right shape.
+SECRETS = ("REDIS_PASSWORD", "POSTGRES_PASSWORD", "ENCRYPTION_KEYS", "AGENCY_KEY_PEPPER", "RECEIVER_GRANT_SECRET",
+           "OPERATOR_KEYS")
+REQUIRED = (*SECRETS, "SMTP_URL")
+
+
+def operator_env() -> dict[str, str]:
+    """Values an operator would set (made fresh: none published)."""
+    import secrets
+
+    from intake.adapters.crypto import FieldCipher
+    from shared.operators import Role, entry_for, new_key
+
+    return {
+        "REDIS_PASSWORD": secrets.token_hex(24), "POSTGRES_PASSWORD": secrets.token_hex(24),
+        "ENCRYPTION_KEYS": FieldCipher.generate("k1"), "AGENCY_KEY_PEPPER": secrets.token_urlsafe(32),
+        "RECEIVER_GRANT_SECRET": secrets.token_urlsafe(32), "SMTP_URL": "smtp+starttls://relay:pw@mail.example:587",
+        "OPERATOR_KEYS": entry_for("ani", Role.directory, new_key()),
+    }
 
 
 def compose() -> dict:
@@ -66,8 +85,11 @@ def test_each_environment_variable_is_a_setting_the_service_reads(name: str) -> 
 
 @pytest.mark.parametrize("name", APP_SERVICES)
 def test_compose_environment_builds_valid_settings(name: str) -> None:
-    spec = load_compose(env={})[name]
+    spec = load_compose(env=operator_env())[name]
     settings = SETTINGS[name].model_validate({k.lower(): v for k, v in spec.environment.items()})
+    # What an operator sets is enough for production: compose needs no development value.
+    assert settings.rujukan_env == "production"
+    settings.refuse_development_values()
     ports = compose()["services"][name]["ports"]
     assert ports == [f"{settings.port}:{settings.port}"]
     health = " ".join(compose()["services"][name]["healthcheck"]["test"])
@@ -92,7 +114,7 @@ def test_dependencies_wait_for_health() -> None:
 
 
 def test_embedded_runner_uses_compose_environment_with_local_addresses(tmp_path: Path) -> None:
-    specs = load_compose(env={"DEMO_API_KEY": "k-123"})
+    specs = load_compose(env={**operator_env(), "DEMO_API_KEY": "k-123"})
     env = local_environment(specs["intake"], tmp_path, "redis://127.0.0.1:7000/0", "smtp://127.0.0.1:2525", {})
     assert env["DEMO_API_KEY"] == "k-123"
     assert env["REDIS_URL"] == "redis://127.0.0.1:7000/0"
@@ -106,7 +128,55 @@ def test_embedded_runner_uses_compose_environment_with_local_addresses(tmp_path:
 def test_interpolation_follows_compose_rules() -> None:
     assert interpolate("${A:-x}", {}) == "x"
     assert interpolate("${A:-x}", {"A": "y"}) == "y"
+    assert interpolate("${A:-x}", {"A": ""}) == "x"
+    assert interpolate("${A-x}", {"A": ""}) == ""
     assert interpolate("a${B}b", {}) == "ab"
+    assert interpolate("${A:?set A}", {"A": "y"}) == "y"
+    for env in ({}, {"A": ""}):
+        with pytest.raises(MissingVariable, match="A: set A"):
+            interpolate("${A:?set A}", env)
+
+
+# ----------------------------------------------------------------------------- no known secret
+
+
+def test_compose_gives_no_secret_a_default() -> None:
+    """Every secret is required (${VAR:?...}): compose refuses to start without it, and
+    none can fall back to a value anyone can read here."""
+    text = COMPOSE.read_text()
+    for name in REQUIRED:
+        uses = re.findall(r"\$\{" + name + r"([^}]*)\}", text)
+        assert uses, f"{name} is not used"
+        assert all(u.startswith(":?") for u in uses), f"{name} has a default: {uses}"
+    for published in ("rujukan-demo-key", "rujukan-admin-key", "dev-only", "ZGV2", "ADMIN_API_KEY"):
+        assert published not in text
+    # The demo agency and directory are off unless asked for (development only).
+    assert "${DEMO_API_KEY:-}" in text and "${SEED_DEMO:-false}" in text
+    assert "${RUJUKAN_ENV:-production}" in text
+
+
+@pytest.mark.parametrize("missing", REQUIRED)
+def test_compose_does_not_start_without_a_secret(missing: str) -> None:
+    env = {k: v for k, v in operator_env().items() if k != missing}
+    with pytest.raises(MissingVariable, match=missing):
+        load_compose(env=env)
+    with pytest.raises(MissingVariable, match=missing):
+        load_compose(env={**env, missing: ""})
+
+
+def test_redis_needs_its_password_and_the_mail_catcher_is_development_only() -> None:
+    services = compose()["services"]
+    command = services["redis"]["command"]
+    assert command[command.index("--requirepass") + 1].startswith("${REDIS_PASSWORD:?")
+    assert services["redis"]["environment"]["REDISCLI_AUTH"].startswith("${REDIS_PASSWORD:?")
+    env = operator_env()
+    for name in APP_SERVICES:
+        url = load_compose(env=env)[name].environment["REDIS_URL"]
+        assert url == f"redis://:{env['REDIS_PASSWORD']}@redis:6379/0"
+    mailpit = services["mailpit"]
+    assert mailpit["profiles"] == ["dev"]
+    assert all(str(p).startswith("127.0.0.1:") for p in mailpit.get("ports", []))
+    assert services["notify"]["depends_on"]["mailpit"]["required"] is False
 
 
 def test_dockerfile_copies_what_exists_and_installs_from_the_lock() -> None:
