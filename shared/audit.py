@@ -84,7 +84,10 @@ class OperatorAudit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        state = scope.setdefault("state", {})  # the dict request.state writes to, downstream too
+        # A dict of this request's own for request.state downstream: a server may hand every
+        # request the same lifespan state, and one request's operator must not be another's.
+        state = {k: v for k, v in (scope.get("state") or {}).items() if k != STATE_KEY}
+        scope["state"] = state
         recorded = False
 
         async def record(status: int) -> None:

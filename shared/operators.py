@@ -87,10 +87,18 @@ def parse_operator_keys(text: str) -> dict[str, Operator]:
     return found
 
 
+def route_template(request: Request) -> str:
+    """The matched route's path with its parameters named ("/v1/services/{service_id}"):
+    FastAPI's view of the route as included (prefixes of nested routers and all), else the
+    route's own path."""
+    included = request.scope.get("fastapi", {}).get("effective_route_context")
+    path = getattr(included, "path_format", None) or getattr(request.scope.get("route"), "path_format", None)
+    return str(path or request.url.path)
+
+
 def _call(request: Request, op: Operator) -> OperatorCall:
-    route = request.scope.get("route")
     return OperatorCall(operator=op.name, role=op.role.value, method=request.method,
-                        action=getattr(route, "path", request.url.path),
+                        action=route_template(request),
                         target={k: str(v)[:100] for k, v in request.path_params.items()},
                         client=request.client.host if request.client else "")
 
