@@ -10,7 +10,8 @@ error, and conform to the OpenAPI: a documented status code and content type, an
 and headers matching the documented schema. Failures are collected per operation and
 reported together, each with a curl command that reproduces it.
 
-FUZZ_EXAMPLES sets the examples per operation and generation mode (default 25).
+FUZZ_EXAMPLES sets the examples per operation and generation mode (default 25);
+FUZZ_DATABASE=postgres runs the services on PostgreSQL instead of SQLite.
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ import json
 import os
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -115,9 +116,9 @@ def _longest_prefix(by_prefix: dict[str, Any], path: str) -> str:
 OPERATORS = {"/v1/ops": ROLE_KEYS[Role.operations], "/v1/ops/audit": ROLE_KEYS[Role.audit]}
 
 
-def _settings(tmp: Path, redis_url: str, name: str, **over: Any) -> dict[str, Any]:
-    return dict(database_url=f"sqlite+aiosqlite:///{tmp / name}.db", redis_url=redis_url,
-                operator_keys=OPERATOR_KEYS, stream_block_ms=100, outbox_poll_interval_s=0.2, **over)
+def _settings(database: Callable[[str], str], redis_url: str, name: str, **over: Any) -> dict[str, Any]:
+    return dict(database_url=database(name), redis_url=redis_url, operator_keys=OPERATOR_KEYS,
+                stream_block_ms=100, outbox_poll_interval_s=0.2, **over)
 
 
 @contextmanager
@@ -131,20 +132,27 @@ def serving(app: Callable[[Any], FastAPI], settings_cls: Any, **values: Any) -> 
 
 
 @pytest.fixture(scope="module")
-def fuzz_dir(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Path:
+def database(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+             redis_url: str) -> Callable[[str], str]:
+    """Each service's database: a SQLite file, or with FUZZ_DATABASE=postgres a PostgreSQL
+    database (where a NUL cannot be stored). Redis is emptied first."""
     client = redis.Redis.from_url(redis_url)
     client.flushdb()
     client.close()
-    return tmp_path_factory.mktemp("fuzz")
+    if os.environ.get("FUZZ_DATABASE", "sqlite") == "postgres":
+        server = request.getfixturevalue("postgres_server")
+        return lambda name: str(server.create_database(f"fuzz_{name}_{uuid.uuid4().hex[:8]}"))
+    tmp = tmp_path_factory.mktemp("fuzz")
+    return lambda name: f"sqlite+aiosqlite:///{tmp / name}.db"
 
 
 @pytest.fixture(scope="module")
-def intake(fuzz_dir: Path, redis_url: str) -> Iterator[Service]:
+def intake(database: Callable[[str], str], redis_url: str) -> Iterator[Service]:
     from intake.bootstrap import create_app
     from intake.settings import Settings
 
     with serving(create_app, Settings, **_settings(
-            fuzz_dir, redis_url, "intake", encryption_keys=TEST_KEYS, demo_api_key=DEMO_KEY,
+            database, redis_url, "intake", encryption_keys=TEST_KEYS, demo_api_key=DEMO_KEY,
             agency_key_pepper=AGENCY_PEPPER, receiver_grant_secret=GRANT_SECRET)) as served:
         agency = {"Authorization": f"Bearer {DEMO_KEY}"}
         r = requests.post(f"{served.url}/v1/referrals", json=VALID, headers=agency, timeout=30)
@@ -174,11 +182,11 @@ def intake(fuzz_dir: Path, redis_url: str) -> Iterator[Service]:
 
 
 @pytest.fixture(scope="module")
-def matching(fuzz_dir: Path, redis_url: str) -> Iterator[Service]:
+def matching(database: Callable[[str], str], redis_url: str) -> Iterator[Service]:
     from matching.bootstrap import create_app
     from matching.settings import Settings
 
-    with serving(create_app, Settings, **_settings(fuzz_dir, redis_url, "matching")) as served:
+    with serving(create_app, Settings, **_settings(database, redis_url, "matching")) as served:
         directory = {"Authorization": f"Bearer {ROLE_KEYS[Role.directory]}"}
         seed = json.loads((SEED / "demo_directory.json").read_text())
         r = requests.post(f"{served.url}/v1/services", json=seed[0], headers=directory, timeout=30)
@@ -188,12 +196,12 @@ def matching(fuzz_dir: Path, redis_url: str) -> Iterator[Service]:
 
 
 @pytest.fixture(scope="module")
-def notify(fuzz_dir: Path, redis_url: str) -> Iterator[Service]:
+def notify(database: Callable[[str], str], redis_url: str) -> Iterator[Service]:
     from notify.bootstrap import create_app
     from notify.settings import Settings
 
     smtp = f"smtp://127.0.0.1:{free_port()}"  # nothing listens: deliveries back off, never block a request
-    with serving(create_app, Settings, **_settings(fuzz_dir, redis_url, "notify", smtp_url=smtp,
+    with serving(create_app, Settings, **_settings(database, redis_url, "notify", smtp_url=smtp,
                                                    receiver_grant_secret=GRANT_SECRET)) as served:
         receiver_id = _register_receiver(served.database_url)
         onboarding = {"Authorization": f"Bearer {ROLE_KEYS[Role.onboarding]}"}

@@ -124,3 +124,19 @@ async def test_a_nul_in_the_path_or_the_query_is_refused_before_the_database(
         r = await client.post("/v1/referrals/abc%0Adef/cancel", json={"reason_code": "duplicate"}, headers=AUTH)
         assert r.status_code == 422 and "control character" in fields(r)["(path)"], r.text
         assert (await client.get("/v1/referrals/01ARZ3NDEKTSV4RRFFQ69G5FAV", headers=AUTH)).status_code == 404
+
+
+async def test_an_agency_name_with_a_nul_is_refused_naming_the_field(
+    database_url: str, redis_url: str, redis: Any
+) -> None:
+    from shared.operators import Role
+    from tests.apps import AGENCY_PEPPER, OPERATOR_KEYS, ROLE_KEYS
+
+    app = create_app(settings(database_url, redis_url).model_copy(
+        update={"operator_keys": OPERATOR_KEYS, "agency_key_pepper": AGENCY_PEPPER}))
+    onboarding = {"Authorization": f"Bearer {ROLE_KEYS[Role.onboarding]}"}
+    async with running(app) as client:
+        for name in ("Dinas Sosial\x00", "Dinas\nSosial"):
+            r = await client.post("/v1/agencies", json={"name": name}, headers=onboarding)
+            assert r.status_code == 422 and "name" in fields(r), r.text
+        assert (await client.post("/v1/agencies", json={"name": "Dinas Sosial"}, headers=onboarding)).status_code == 201

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from intake.adapters.orm import Agency
 from intake.service_layer.agencies import AGENCY_ID, Agencies, AgencyExists, IssuedKey, NoSuchAgency
 from shared.operators import Role, operator_with
+from shared.text import OneLine
 
 
 async def get_agencies(request: Request) -> Agencies:
@@ -30,7 +31,7 @@ class NewAgency(BaseModel):
     model_config = ConfigDict(extra="forbid")
     id: str | None = Field(default=None, pattern=AGENCY_ID.pattern,
                            description="lower-case letters, digits, . _ -; made up when not given")
-    name: str = Field(min_length=1, max_length=200)
+    name: OneLine = Field(min_length=1, max_length=200)
 
 
 class AgencyView(BaseModel):
