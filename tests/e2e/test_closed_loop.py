@@ -1,7 +1,8 @@
 """The closed loop end to end, as the brief's users live it: three service processes (as
 `make run` starts them), real Redis, real databases, a real SMTP server. Receivers answer
-with the personal token their proposal mail carries; the referring agency follows every
-step on its timeline, with who and why. Nothing personal on a stream or in a log."""
+from the sign-in link their proposal mail carries (a session that opens that proposal);
+the referring agency follows every step on its timeline, with who and why. Nothing
+personal on a stream or in a log."""
 
 from __future__ import annotations
 
@@ -26,8 +27,8 @@ pytestmark = pytest.mark.e2e
 
 AGENCY = {"Authorization": f"Bearer {DEMO_KEY}"}
 ADMIN = {"Authorization": f"Bearer {DIRECTORY_KEY}"}
-TOKEN = re.compile(r"Authorization: Bearer (rjk_[A-Za-z0-9_\-]+)")
-LINK = re.compile(r"/v1/inbox/([0-9A-Z]{26})")
+SIGNIN = re.compile(r"(https?://\S+/v1/signin/[A-Za-z0-9_\-]+)")
+SESSION = re.compile(r"rujukan_session=([^;]+)")
 
 
 class Loop:
@@ -70,17 +71,34 @@ class Loop:
         return self.wait(rid, lambda v: v["status"] == status, timeout)
 
     def proposal_mail(self, rid: str, to: str, timeout: float = 30) -> tuple[EmailMessage, str, str]:
-        """The proposal of `rid` mailed to `to`: (mail, proposal id, the receiver's token)."""
+        """The proposal of `rid` mailed to `to`, its link followed: (mail, proposal id, the
+        session the link started)."""
         mail = self.mail.wait_for(lambda m: m["To"] == to and rid in m.get_content()
                                   and "Rujukan baru" in m["Subject"], timeout=timeout)
-        text = mail.get_content()
-        token, link = TOKEN.search(text), LINK.search(text)
-        assert token is not None and link is not None, text
-        return mail, link.group(1), token.group(1)
+        link = SIGNIN.search(mail.get_content())
+        assert link is not None and "Authorization" not in mail.get_content(), mail.get_content()
+        proposal, session = self.sign_in(link.group(1))
+        return mail, proposal, session
 
-    def respond(self, token: str, proposal_id: str, **body: Any) -> httpx.Response:
-        return httpx.post(f"{self.notify}/v1/inbox/{proposal_id}/responses", json=body,
-                          headers={"Authorization": f"Bearer {token}"})
+    def sign_in(self, link: str) -> tuple[str, str]:
+        """Follow a mail's sign-in link: (the proposal it opened, the session cookie)."""
+        r = httpx.get(link)
+        assert r.status_code == 303, r.text
+        session = SESSION.search(r.headers["set-cookie"])
+        assert session is not None
+        return r.headers["location"].rsplit("/", 1)[1], session.group(1)
+
+    @staticmethod
+    def auth(session: str) -> dict[str, str]:
+        return {"Cookie": f"rujukan_session={session}"}
+
+    def receiver_of(self, service_id: str) -> str:
+        """The receiver id matching issued for the service's receiving contact."""
+        svc = httpx.get(f"{self.matching}/v1/services/{service_id}", headers=ADMIN).json()
+        return str(svc["rujukan"]["receiver_id"])
+
+    def respond(self, session: str, proposal_id: str, **body: Any) -> httpx.Response:
+        return httpx.post(f"{self.notify}/v1/inbox/{proposal_id}/responses", json=body, headers=self.auth(session))
 
     def steps(self, view: dict[str, Any]) -> list[tuple[str, str | None]]:
         return [(t["kind"], t["status"]) for t in view["timeline"] if t["kind"] != "notified"]
@@ -99,7 +117,7 @@ def test_referrals_through_the_closed_loop(stack_factory: StackFactory, smtp_ser
     assert view["match"]["service_id"] == "svc-ppa-polrestabes-medan"
     mail, proposal, token = loop.proposal_mail(crisis, "unit.ppa@polrestabes-medan.example")
     assert mail["Subject"].startswith("[KRISIS (SEGERA)]") and mail["Importance"] == "high"
-    inbox = httpx.get(f"{loop.notify}/v1/inbox", headers={"Authorization": f"Bearer {token}"}).json()
+    inbox = httpx.get(f"{loop.notify}/v1/inbox", headers=loop.auth(token)).json()
     assert [i["id"] for i in inbox["items"]] == [proposal]
     assert "menangani kasus krisis" in inbox["items"][0]["reasons"]["id"]
     assert loop.respond(token, proposal, response="accepted").status_code == 202
@@ -111,7 +129,7 @@ def test_referrals_through_the_closed_loop(stack_factory: StackFactory, smtp_ser
     assert loop.steps(view) == [("submitted", "submitted"), ("proposed", "proposed"), ("accepted", "accepted"),
                                 ("in_progress", "in_progress"), ("completed", "completed")]
     done = view["timeline"][-1]
-    assert done["actor"] == "receiver:ct-ppa-medan"
+    assert done["actor"] == f"receiver:{loop.receiver_of('svc-ppa-polrestabes-medan')}"
     assert done["reason"]["id"] == ("Selesai di Unit Pelayanan Perempuan dan Anak (PPA) Polrestabes Medan "
                                    "(Polrestabes Medan): tujuan layanan tercapai")
     audit = httpx.get(f"{loop.matching}/v1/decisions", params={"referral_id": crisis}, headers=ADMIN).json()
@@ -128,7 +146,7 @@ def test_referrals_through_the_closed_loop(stack_factory: StackFactory, smtp_ser
     view = loop.wait(routine, lambda v: v["status"] == "proposed" and v["match"]["service_id"] != "svc-ird-daring")
     assert view["match"]["service_id"] == "svc-ppa-polrestabes-medan"
     declined = next(t for t in view["timeline"] if t["kind"] == "declined")
-    assert declined["actor"] == "receiver:ct-ird-daring"
+    assert declined["actor"] == f"receiver:{loop.receiver_of('svc-ird-daring')}"
     assert declined["reason"]["id"].endswith("layanan tidak sesuai kebutuhan klien")
     assert loop.respond(group_token, group_proposal, response="accepted").status_code == 409
     _, police_proposal, police_token = loop.proposal_mail(routine, "unit.ppa@polrestabes-medan.example")

@@ -23,10 +23,10 @@ def test_receiver_reads_personal_data_only_after_accepting(
     rid = loop.refer("PPA-MDN-PD-1", client={"consent": {"share_with_provider": True, "contact_by_provider": True}})
     loop.wait_status(rid, "proposed")
     _, proposal, token = loop.proposal_mail(rid, "unit.ppa@polrestabes-medan.example")
-    auth = {"Authorization": f"Bearer {token}"}
+    auth = loop.auth(token)
 
     # Before accepting: no grant is offered.
-    assert "personal_data" not in httpx.get(f"{loop.notify}/v1/inbox/{proposal}", headers=auth).json()
+    assert httpx.get(f"{loop.notify}/v1/inbox/{proposal}", headers=auth).json()["personal_data"] is None
 
     assert loop.respond(token, proposal, response="accepted").status_code == 202
     loop.wait_status(rid, "accepted")
@@ -41,7 +41,7 @@ def test_receiver_reads_personal_data_only_after_accepting(
     assert body["client"]["initials"] == "SN" and body["narrative"].startswith("Mengalami kekerasan")
     view = loop.view(rid)
     seen = [t for t in view["timeline"] if t["kind"] == "personal_data_viewed"]
-    assert len(seen) == 1 and seen[0]["actor"] == "receiver:ct-ppa-medan"
+    assert len(seen) == 1 and seen[0]["actor"] == f"receiver:{loop.receiver_of('svc-ppa-polrestabes-medan')}"
 
     # The grant opens this referral only; a forged or missing one opens nothing.
     other = loop.refer("PPA-MDN-PD-2")
@@ -73,7 +73,7 @@ def test_without_consent_to_be_contacted_the_contact_stays_with_the_agency(
     _, proposal, token = loop.proposal_mail(rid, "unit.ppa@polrestabes-medan.example")
     assert loop.respond(token, proposal, response="accepted").status_code == 202
     loop.wait_status(rid, "accepted")
-    offer = httpx.get(f"{loop.notify}/v1/inbox/{proposal}", headers={"Authorization": f"Bearer {token}"}).json()
+    offer = httpx.get(f"{loop.notify}/v1/inbox/{proposal}", headers=loop.auth(token)).json()
     body = httpx.get(offer["personal_data"]["url"],
                      headers={"Authorization": offer["personal_data"]["authorization"]}).json()
     assert body["client"]["contact"] is None
