@@ -211,8 +211,27 @@ async def test_an_expired_link_opens_nothing(database_url: str, redis_url: str, 
         async with app.state.runtime.sessions() as s, s.begin():
             await s.execute(text("UPDATE signin_code SET expires_at = :t"), {"t": utcnow() - timedelta(seconds=1)})
         r = await sign_in(client, code)
-        assert r.status_code == 410 and "set-cookie" not in r.headers
+        assert r.status_code == 410 and "set-cookie" not in r.headers and "/renew" in r.json()["detail"]
         assert (await sign_in(client, "never-issued")).status_code == 410
+
+        # Asking for a new one mails the proposal again, with a new link, to the same address
+        # (the answer holds nothing); once per link.
+        renew = await client.post(f"/v1/signin/{code}/renew")
+        assert renew.status_code == 202 and proposal.referral_id not in renew.text
+        assert (await client.post("/v1/signin/never-issued/renew")).status_code == 202
+
+        async def mails() -> list[Any]:
+            found = [m for m in mailbox.messages() if proposal.referral_id in m.get_content()]
+            return found if len(found) == 2 else []
+
+        first, second = await eventually(mails, timeout=20)
+        assert second["To"] == first["To"] == "ct-late@example.org"
+        fresh = LINK.search(second.get_content())
+        assert fresh is not None and fresh.group(1) != code
+        assert (await sign_in(client, fresh.group(1))).status_code == 303
+        assert (await client.post(f"/v1/signin/{code}/renew")).status_code == 202
+        await asyncio.sleep(0.5)
+        assert len([m for m in mailbox.messages() if proposal.referral_id in m.get_content()]) == 2
 
 
 async def test_operators_issue_list_and_revoke_a_systems_token(

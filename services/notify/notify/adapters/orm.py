@@ -113,6 +113,8 @@ class SigninCode(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # When a new link was asked for with this one (once per code).
+    renewed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class ReceiverSession(Base):

@@ -244,7 +244,8 @@ async def sign_in(code: Annotated[str, Path(min_length=1, max_length=100)], requ
         done = await credentials.sign_in(code, session)
     except LinkUnusable:
         raise HTTPException(status.HTTP_410_GONE, "this sign-in link was already used or has expired; ask for "
-                            "a new one (the proposal's mail can be sent again)", headers=PRIVATE) from None
+                            "a new one: POST /v1/signin/{code}/renew mails the proposal again, with a new link, "
+                            "to the address it was sent to", headers=PRIVATE) from None
     answer = RedirectResponse(f"/v1/inbox/{done.decision_id}", status_code=status.HTTP_303_SEE_OTHER,
                               headers=PRIVATE)
     if done.cookie is not None:
@@ -252,6 +253,22 @@ async def sign_in(code: Annotated[str, Path(min_length=1, max_length=100)], requ
         answer.set_cookie(SESSION_COOKIE, done.cookie, expires=done.expires_at, path="/", httponly=True,
                           samesite="lax", secure=settings.public_url.lower().startswith("https://"))
     return answer
+
+
+class Renewal(BaseModel):
+    detail: str
+
+
+@signin.post("/signin/{code}/renew", status_code=status.HTTP_202_ACCEPTED, response_model=Renewal)
+async def renew_link(code: Annotated[str, Path(min_length=1, max_length=100)], request: Request,
+                     credentials: CredentialsDep) -> Renewal:
+    """Ask for a new link with a used or expired one: the proposal, while still open, is
+    mailed again to the address it went to (once per link). The answer is the same either
+    way: only that mailbox learns anything."""
+    if await credentials.renew(code):
+        request.app.state.notify.wake()
+    return Renewal(detail="if this link's proposal is still open, it is mailed again, with a new link, to the "
+                          "address it was sent to")
 
 
 @signin.post("/signout", status_code=status.HTTP_204_NO_CONTENT,

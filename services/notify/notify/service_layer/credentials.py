@@ -25,11 +25,21 @@ from typing import Literal
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from notify.adapters.orm import Outbox, Receiver, ReceiverSession, ReceiverToken, SessionProposal, SigninCode
+from notify.adapters.orm import (
+    Delivery,
+    Outbox,
+    Proposal,
+    Receiver,
+    ReceiverSession,
+    ReceiverToken,
+    SessionProposal,
+    SigninCode,
+)
 from shared.events import Envelope, ReceiverCredentialRevoked, ReceiverRegistered, new_id, utcnow
 from shared.outbox import OutboxRelay, add_events
 
 SOURCE = "rujukan/notify"
+OPEN = ("proposed", "accepted", "in_progress")  # a proposal a receiver may still act on
 TOKEN_PREFIX = "rjk_"  # noqa: S105 - marks a receiver's system token, not a secret
 SESSION_PREFIX = "rjs_"
 # How stale `last_used_at` may get before a request writes it again (one write a minute,
@@ -149,6 +159,29 @@ class Credentials:
             if await s.get(SessionProposal, (session.id, decision_id)) is None:
                 s.add(SessionProposal(session_id=session.id, decision_id=decision_id))
             return SignedIn(session.id, cookie, decision_id, session.expires_at)
+
+    async def renew(self, code: str) -> bool:
+        """Mail the proposal again, with a new link, to the address the code's mail went to,
+        when the code is known (used or expired), its proposal still open, and no new link
+        was asked for with it yet. The answer holds no secret: only the mailbox gets one."""
+        now = utcnow()
+        async with self.sessions() as s, s.begin():
+            asked = (await s.execute(
+                update(SigninCode).where(SigninCode.code_sha256 == digest(code), SigninCode.renewed_at.is_(None))
+                .values(renewed_at=now).returning(SigninCode.delivery_id, SigninCode.decision_id,
+                                                  SigninCode.receiver_id)
+                .execution_options(synchronize_session=False))).one_or_none()
+            if asked is None:
+                return False
+            delivery_id, decision_id, receiver_id = asked
+            proposal = await s.get(Proposal, (decision_id, receiver_id))
+            if proposal is None or proposal.status not in OPEN:
+                return False
+            # The proposal's delivery goes out again: a claim mints a new code for it.
+            again = await s.execute(update(Delivery).where(Delivery.id == delivery_id, Delivery.state != "pending")
+                                    .values(state="pending", next_attempt_at=now)
+                                    .execution_options(synchronize_session=False))
+            return bool(again.rowcount)  # type: ignore[attr-defined]
 
     # --- who is asking ---------------------------------------------------------------------
 

@@ -100,6 +100,10 @@ class Notify:
 
     # --- the delivery worker ----------------------------------------------------------
 
+    def wake(self) -> None:
+        """Deliveries were queued outside a batch of events (a proposal mailed again)."""
+        self._wake.set()
+
     def stop(self) -> None:
         self._stopping.set()
         self._wake.set()
