@@ -62,7 +62,8 @@ def _matched(i: int) -> Message:
         referral_id=new_id(), decision_id=new_id(), service_id="svc-bench", service_name="Layanan",
         organization_name="Yayasan", resource_kind="peer_support", pmks_category="korban_tindak_kekerasan",
         region_code="12.71", urgency="routine", reasons_id=["cocok"], reasons_en=["fits"],
-        hold_expires_at=utcnow(), recipients=[Recipient(receiver_id=f"bench-rcv-{i}", contact_id=f"ct-{i}", email=f"ct-{i}@example.org")])
+        hold_expires_at=utcnow(), recipients=[Recipient(receiver_id=f"bench-rcv-{i}", contact_id=f"ct-{i}",
+                                                        email=f"ct-{i}@example.org")])
     env = Envelope.wrap(e, source="rujukan/matching", subject=e.referral_id)
     return Message(stream="bench", entry_id=f"{i}-0", envelope=env, data=e)
 
