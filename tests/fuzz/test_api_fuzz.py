@@ -1,17 +1,18 @@
 """The API fuzzer (issue 8, "Proof"): schemathesis against every service's OpenAPI.
 
 The three services run in this process as they run in production, each behind a real
-uvicorn server with its real lifespan (migrations, streams, consumers, relays), on SQLite
-files and the session's real Redis, so that what one service publishes reaches the others.
-Every operation gets valid credentials for its role (an agency key; a receiver's grant and
-token; the operator of its role) and a bounded number of generated requests, valid and
-invalid (deterministic: derandomised, no example database). Each response must be no server
-error, and conform to the OpenAPI: a documented status code and content type, and a body
-and headers matching the documented schema. Failures are collected per operation and
-reported together, each with a curl command that reproduces it.
+uvicorn server with its real lifespan (migrations, streams, consumers, relays), on the
+session's real Redis (so that what one service publishes reaches the others) and SQLite,
+then PostgreSQL (FUZZ_DATABASE=sqlite or postgres runs one). Every operation gets valid
+credentials for its role (an agency key; a receiver's grant and token; the operator of its
+role) and a bounded number of generated requests, valid and invalid (deterministic:
+derandomised, no example database), then requests about things that exist (a referral, a
+service, a proposal), then a NUL in each string of a request that was accepted. Each
+response must be no server error, and conform to the OpenAPI: a documented status code and
+content type, and a body and headers matching the documented schema. Failures are
+collected per operation and reported together, each with a curl command that reproduces it.
 
-FUZZ_EXAMPLES sets the examples per operation and generation mode (default 25);
-FUZZ_DATABASE=postgres runs the services on PostgreSQL instead of SQLite.
+FUZZ_EXAMPLES sets the examples per operation and generation mode (default 25).
 """
 
 from __future__ import annotations
@@ -47,9 +48,12 @@ from schemathesis.specs.openapi.checks import (
 from sqlalchemy import text
 
 from shared.db import make_engine
+from shared.events import Envelope, Recipient, ReferralMatched, utcnow
 from shared.grants import sign
 from shared.operators import Role
 from shared.redis_server import free_port
+from shared.streams import connect, publish
+from shared.vocab import Urgency
 from tests.apps import AGENCY_PEPPER, DEMO_KEY, GRANT_SECRET, OPERATOR_KEYS, ROLE_KEYS, TEST_KEYS
 from tests.integration.test_directory_api import SEED
 from tests.unit.test_referral_request import VALID
@@ -134,12 +138,14 @@ def serving(app: Callable[[Any], FastAPI], settings_cls: Any, **values: Any) -> 
 @pytest.fixture(scope="module")
 def database(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
              redis_url: str) -> Callable[[str], str]:
-    """Each service's database: a SQLite file, or with FUZZ_DATABASE=postgres a PostgreSQL
-    database (where a NUL cannot be stored). Redis is emptied first."""
+    """Each service's database: SQLite files, then PostgreSQL databases (where a NUL
+    cannot be stored); FUZZ_DATABASE=sqlite or postgres runs one. Redis is emptied first."""
+    if os.environ.get("FUZZ_DATABASE", request.param) != request.param:
+        pytest.skip(f"FUZZ_DATABASE={os.environ['FUZZ_DATABASE']}")
     client = redis.Redis.from_url(redis_url)
     client.flushdb()
     client.close()
-    if os.environ.get("FUZZ_DATABASE", "sqlite") == "postgres":
+    if request.param == "postgres":
         server = request.getfixturevalue("postgres_server")
         return lambda name: str(server.create_database(f"fuzz_{name}_{uuid.uuid4().hex[:8]}"))
     tmp = tmp_path_factory.mktemp("fuzz")
@@ -203,8 +209,13 @@ def notify(database: Callable[[str], str], redis_url: str) -> Iterator[Service]:
     smtp = f"smtp://127.0.0.1:{free_port()}"  # nothing listens: deliveries back off, never block a request
     with serving(create_app, Settings, **_settings(database, redis_url, "notify", smtp_url=smtp,
                                                    receiver_grant_secret=GRANT_SECRET)) as served:
-        receiver_id = _register_receiver(served.database_url)
+        receiver_id, proposal_id = _propose(redis_url)
         onboarding = {"Authorization": f"Bearer {ROLE_KEYS[Role.onboarding]}"}
+        deadline = time.monotonic() + 30
+        while requests.get(f"{served.url}/v1/receivers/{receiver_id}/credentials", headers=onboarding,
+                           timeout=30).status_code != 200:  # until notify has recorded the proposal
+            assert time.monotonic() < deadline, "notify did not record the proposal"
+            time.sleep(0.1)
         tokens = []
         for _ in range(2):  # one for the inbox, one for the onboarding operator to revoke
             r = requests.post(f"{served.url}/v1/receivers/{receiver_id}/tokens", json={"valid_days": 1},
@@ -214,7 +225,30 @@ def notify(database: Callable[[str], str], redis_url: str) -> Iterator[Service]:
         yield Service("notify", served, {
             "": tokens[0]["token"], "/v1/receivers": ROLE_KEYS[Role.onboarding],
             "/v1/deliveries": ROLE_KEYS[Role.operations], **OPERATORS},
-            known={"/v1/receivers": {"receiver_id": receiver_id, "credential_id": tokens[1]["id"]}})
+            known={"/v1/receivers": {"receiver_id": receiver_id, "credential_id": tokens[1]["id"]},
+                   "/v1/inbox": {"proposal_id": proposal_id}})
+
+
+def _propose(redis_url: str) -> tuple[str, str]:
+    """A proposal to a receiver, as matching decides one: (receiver id, proposal id)."""
+    receiver_id, decision_id = "01FUZZRECEIVER000000000000", "01FUZZDECISION000000000000"
+    event = Envelope.wrap(ReferralMatched(
+        referral_id="01FUZZREFERRAL000000000000", decision_id=decision_id, service_id="svc-fuzz",
+        service_name="Kelompok Fuzz", organization_name="Org Fuzz", resource_kind="peer_support",
+        pmks_category="korban_tindak_kekerasan", region_code="12.71", urgency=Urgency.routine,
+        hold_expires_at=utcnow() + timedelta(hours=1), reasons_id=["wilayah"], reasons_en=["area"],
+        recipients=[Recipient(receiver_id=receiver_id, contact_id="ct-fuzz", email="fuzz@example.org")],
+    ), source="rujukan/matching", subject="01FUZZREFERRAL000000000000")
+
+    async def send() -> None:
+        client = connect(redis_url)
+        try:
+            await publish(client, [event])
+        finally:
+            await client.aclose()
+
+    asyncio.run(send())
+    return receiver_id, decision_id
 
 
 def run_sql(database_url: str, statement: str, **params: Any) -> None:
@@ -227,15 +261,6 @@ def run_sql(database_url: str, statement: str, **params: Any) -> None:
             await engine.dispose()
 
     asyncio.run(run())
-
-
-def _register_receiver(database_url: str) -> str:
-    """A receiver notify knows, written as notify records one (matching issues receivers;
-    the fuzzer needs one without the whole directory and pipeline)."""
-    receiver_id = "01FUZZRECEIVER00000000000000"[:26]
-    run_sql(database_url, "INSERT INTO receiver (id, service_id, organization_id, contact_id, registered_at) "
-                          "VALUES (:id, 'svc-fuzz', 'org-fuzz', 'ct-fuzz', CURRENT_TIMESTAMP)", id=receiver_id)
-    return receiver_id
 
 
 # ------------------------------------------------------------------------------------------
@@ -333,7 +358,10 @@ def nul_sweep(operation: Any, case: Any, limit: int = 60) -> Iterator[Any]:
 
 
 @pytest.mark.parametrize("name", ["intake", "matching", "notify"])
-def test_every_operation_answers_no_server_error_and_as_documented(request: pytest.FixtureRequest, name: str) -> None:
+@pytest.mark.parametrize("database", ["sqlite", "postgres"], indirect=True)
+def test_every_operation_answers_no_server_error_and_as_documented(
+    request: pytest.FixtureRequest, database: Callable[[str], str], name: str
+) -> None:
     service: Service = request.getfixturevalue(name)
     schema = schemathesis.openapi.from_url(f"{service.served.url}/openapi.json")
     findings = Findings()
