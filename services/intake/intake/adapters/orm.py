@@ -42,6 +42,8 @@ class Referral(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     agency_id: Mapped[str] = mapped_column(ForeignKey("agency.id"), index=True)
     external_ref: Mapped[str] = mapped_column(String(100))
+    # The submission's keyed digest, for idempotency (FieldCipher.digest: "h1:" + HMAC under a
+    # key derived from ENCRYPTION_KEYS); a plain SHA-256 in rows from before digests were keyed.
     request_sha256: Mapped[str] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(20), index=True)
     pmks_category: Mapped[str] = mapped_column(String(64))
