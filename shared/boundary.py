@@ -8,8 +8,9 @@ every service by shared.http.
 - A body in a media type the endpoint does not take (JSON where a model is expected): 415.
 - Failed authentication is rate-limited per client address and per credential, counted
   in Redis so that every replica sees the same count: a client or a credential past
-  AUTH_FAILURES_PER_MINUTE failures (401 or 403) in the last minute is answered 429 with
-  Retry-After, before its credential is checked. A request that succeeds is never counted.
+  AUTH_FAILURES_PER_MINUTE failures (401 or 403; on a sign-in link, also 404 and 410) in
+  the last minute is answered 429 with Retry-After, before its credential is checked. A
+  request that succeeds is never counted.
 """
 
 from __future__ import annotations
@@ -38,10 +39,12 @@ log = logging.getLogger("rujukan.http")
 # Answered without a credential, never rate-limited: health and the API's own description.
 OPEN_PATHS = frozenset({"/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
 # Without a credential in a header (the credential is the link itself), rate-limited.
-PUBLIC_PREFIXES = ("/v1/signin/",)
+PUBLIC_PREFIXES = ("/v1/signin/", "/v1/signout")
 SESSION_COOKIE = "rujukan_session"
 MAX_BODY_BYTES = 64 * 1024  # the agency and inbox APIs: a referral is a few KiB
 FAILURE_STATUSES = frozenset({401, 403})
+# Where the link is the credential, an unknown or spent link is a failed attempt too.
+PUBLIC_FAILURE_STATUSES = FAILURE_STATUSES | {404, 410}
 JSON_TYPES = ("application/json", "+json")
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
@@ -196,12 +199,13 @@ class Boundary:
             return message
 
         started = False
+        failed = PUBLIC_FAILURE_STATUSES if is_public else FAILURE_STATUSES
 
         async def watched_send(message: Message) -> None:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-                if failures is not None and message["status"] in FAILURE_STATUSES:
+                if failures is not None and message["status"] in failed:
                     try:  # counted before the answer leaves: the next attempt sees it
                         await failures.record(client, hashed)
                     except (RedisError, OSError) as e:

@@ -24,14 +24,17 @@ from matching.settings import Settings as MatchingSettings
 from notify.bootstrap import create_app as notify_app
 from notify.settings import Settings as NotifySettings
 from shared.cli import app as cli
+from shared.events import Envelope, ReceiverRegistered
 from shared.operators import Role
 from shared.problems import PROBLEM_MEDIA_TYPE
-from tests.apps import DEMO_KEY, GRANT_SECRET, OPERATOR_KEYS, ROLE_KEYS, TEST_KEYS, bearer
+from shared.streams import publish
+from tests.apps import DEMO_KEY, GRANT_SECRET, OPERATOR_KEYS, ROLE_KEYS, TEST_KEYS, bearer, eventually
 from tests.integration.test_intake import body as referral
 
 AGENCY = bearer(DEMO_KEY)
 DIRECTORY = bearer(ROLE_KEYS[Role.directory])
 OPERATIONS = bearer(ROLE_KEYS[Role.operations])
+ONBOARDING = bearer(ROLE_KEYS[Role.onboarding])
 HUGE = "32589158477190044730"  # beyond any 64-bit integer
 
 
@@ -214,6 +217,22 @@ async def test_a_page_past_any_integer_is_422(database_url: str, redis_url: str,
         assert (await c.get("/v1/services?page=100000", headers=DIRECTORY)).json()["contents"] == []
 
 
+async def test_an_inbox_offset_past_any_integer_is_422(database_url: str, redis_url: str, redis: Any) -> None:
+    async with started(make("notify", database_url, redis_url)) as (asgi,), client(asgi) as c:
+        receiver = "01BOUNDARYRECEIVER"
+        await publish(redis, [Envelope.wrap(ReceiverRegistered(
+            receiver_id=receiver, organization_id="org-x", service_id="svc-x", contact_id="ct-x"),
+            source="rujukan/matching", subject=receiver)])
+
+        async def issued() -> str | None:
+            r = await c.post(f"/v1/receivers/{receiver}/tokens", json={"valid_days": 1}, headers=ONBOARDING)
+            return str(r.json()["token"]) if r.status_code == 201 else None
+
+        token = bearer(await eventually(issued))
+        assert_problem(await c.get(f"/v1/inbox?offset={HUGE}", headers=token), 422, "offset")
+        assert (await c.get("/v1/inbox?offset=1000", headers=token)).json()["items"] == []
+
+
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_a_dead_letter_id_that_cannot_be_one_is_4xx(
     tmp_path: Path, database_url: str, redis_url: str, redis: Any
@@ -326,6 +345,10 @@ async def test_every_surface_counts_failures_per_credential_too(
         async with client(asgis[1], "10.201.0.1") as c:
             codes = [(await c.get("/v1/services", headers=OPERATIONS)).status_code for _ in range(7)]
         assert codes == [403] * 5 + [429] * 2, codes
+        # A sign-in link is a credential too: unknown links from one address are limited.
+        async with client(asgis[2], "10.202.0.1") as c:
+            codes = [(await c.get(f"/v1/signin/not-a-code-{k}")).status_code for k in range(7)]
+        assert codes == [410] * 5 + [429] * 2, codes
         # Health is never limited.
         async with client(asgis[1], "10.200.0.1") as c:
             assert (await c.get("/health")).status_code == 200
