@@ -214,6 +214,9 @@ class ReceiverRegistered(EventData):
     organization_id: str
     service_id: str
     contact_id: str = ""  # the HSDS id, informational
+    # The contact's professional address: where notify mails what only the receiver may
+    # hold (a system token). Empty in events published before it was carried.
+    contact_email: str = Field(default="", max_length=320)
 
 
 class ReceiverCredentialRevoked(EventData):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import time
 from typing import Any
 
@@ -93,11 +94,19 @@ def test_a_record_reusing_another_organisations_contact_id_borrows_nothing(
                                                                                 "outcome_code": "goals_met"},
                    headers=auth)
     assert r.status_code == 404
-    # Even a system token for the copy's receiver (its whole inbox) sees none of Medan's.
-    token = httpx.post(f"{loop.notify}/v1/receivers/{copy_receiver}/tokens", json={"valid_days": 1},
-                       headers=bearer(ONBOARDING_KEY))
-    assert token.status_code == 201, token.text
-    whole = httpx.get(f"{loop.notify}/v1/inbox", headers=bearer(token.json()["token"])).json()
+    # Even a system token for the copy's receiver (its whole inbox) sees none of Medan's. It is
+    # mailed to the copy's own address (the one its directory record gives), never shown to
+    # the operator who issued it.
+    issued = httpx.post(f"{loop.notify}/v1/receivers/{copy_receiver}/tokens", json={"valid_days": 1},
+                        headers=bearer(ONBOARDING_KEY))
+    assert issued.status_code == 202, issued.text
+    assert "rjk_" not in issued.text and issued.json()["delivered_to"] == "p***@tiruan.example"
+    token_mail = loop.mail.wait_for(lambda m: m["To"] == COPY_MAIL and issued.json()["id"] in m.get_content(),
+                                    timeout=30)
+    token = re.search(r"Authorization: Bearer (rjk_[A-Za-z0-9_\-]+)", token_mail.get_content())
+    assert token is not None and not [m for m in loop.mail.messages()
+                                      if m["To"] == MEDAN_MAIL and token.group(1) in m.get_content()]
+    whole = httpx.get(f"{loop.notify}/v1/inbox", headers=bearer(token.group(1))).json()
     assert [i["id"] for i in whole["items"]] == [copy_proposal]
 
     # The copy accepts its own referral: its grant opens that one, never Medan's.

@@ -25,11 +25,13 @@ from notify.bootstrap import create_app as notify_app
 from notify.settings import Settings as NotifySettings
 from shared.cli import app as cli
 from shared.events import Envelope, ReceiverRegistered
+from shared.mailcatcher import MailCatcher
 from shared.operators import Role
 from shared.problems import PROBLEM_MEDIA_TYPE
 from shared.streams import publish
 from tests.apps import DEMO_KEY, GRANT_SECRET, OPERATOR_KEYS, ROLE_KEYS, TEST_KEYS, bearer, eventually
 from tests.integration.test_intake import body as referral
+from tests.integration.test_notify_inbox import mailed_token
 
 AGENCY = bearer(DEMO_KEY)
 DIRECTORY = bearer(ROLE_KEYS[Role.directory])
@@ -46,7 +48,7 @@ def settings(service: str, database_url: str, redis_url: str, **over: Any) -> An
                               **common)
     if service == "matching":
         return MatchingSettings(**common)
-    return NotifySettings(smtp_url="smtp://127.0.0.1:9", receiver_grant_secret=GRANT_SECRET, **common)
+    return NotifySettings(**{"smtp_url": "smtp://127.0.0.1:9", "receiver_grant_secret": GRANT_SECRET, **common})
 
 
 APPS = {"intake": intake_app, "matching": matching_app, "notify": notify_app}
@@ -217,18 +219,19 @@ async def test_a_page_past_any_integer_is_422(database_url: str, redis_url: str,
         assert (await c.get("/v1/services?page=100000", headers=DIRECTORY)).json()["contents"] == []
 
 
-async def test_an_inbox_offset_past_any_integer_is_422(database_url: str, redis_url: str, redis: Any) -> None:
-    async with started(make("notify", database_url, redis_url)) as (asgi,), client(asgi) as c:
+async def test_an_inbox_offset_past_any_integer_is_422(database_url: str, redis_url: str, redis: Any,
+                                                      mailbox: MailCatcher) -> None:
+    async with started(make("notify", database_url, redis_url, smtp_url=mailbox.url)) as (asgi,), client(asgi) as c:
         receiver = "01BOUNDARYRECEIVER"
         await publish(redis, [Envelope.wrap(ReceiverRegistered(
-            receiver_id=receiver, organization_id="org-x", service_id="svc-x", contact_id="ct-x"),
-            source="rujukan/matching", subject=receiver)])
+            receiver_id=receiver, organization_id="org-x", service_id="svc-x", contact_id="ct-x",
+            contact_email="ct-x@example.org"), source="rujukan/matching", subject=receiver)])
 
         async def issued() -> str | None:
             r = await c.post(f"/v1/receivers/{receiver}/tokens", json={"valid_days": 1}, headers=ONBOARDING)
-            return str(r.json()["token"]) if r.status_code == 201 else None
+            return str(r.json()["id"]) if r.status_code == 202 else None
 
-        token = bearer(await eventually(issued))
+        token = bearer(await mailed_token(mailbox, "ct-x@example.org", await eventually(issued)))
         assert_problem(await c.get(f"/v1/inbox?offset={HUGE}", headers=token), 422, "offset")
         assert (await c.get("/v1/inbox?offset=1000", headers=token)).json()["items"] == []
 

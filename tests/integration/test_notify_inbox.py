@@ -8,8 +8,10 @@ mail is never queued behind routine mail."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import re
+import socket
 import threading
 from datetime import timedelta
 from typing import Any
@@ -19,6 +21,7 @@ from sqlalchemy import text
 
 from notify.adapters.mailer import Mailer
 from notify.bootstrap import create_app
+from notify.service_layer.credentials import Credentials
 from notify.service_layer.services import Notify
 from notify.settings import Settings
 from shared.db import make_engine, sessions, upgrade
@@ -41,6 +44,7 @@ from tests.apps import GRANT_SECRET, ONBOARDING_KEY, OPERATIONS_KEY, OPERATOR_KE
 from tests.matching_kit import message
 
 LINK = re.compile(r"https?://\S+/v1/signin/([A-Za-z0-9_\-]+)")
+TOKEN = re.compile(r"Authorization: Bearer (rjk_[A-Za-z0-9_\-]+)")
 COOKIE = "rujukan_session"
 ONBOARDING = bearer(ONBOARDING_KEY)
 
@@ -83,6 +87,16 @@ async def link_of(mailbox: MailCatcher, proposal: ReferralMatched) -> str:
 
 async def sign_in(client: httpx.AsyncClient, code: str, session: str | None = None) -> httpx.Response:
     return await client.get(f"/v1/signin/{code}", headers={"Cookie": f"{COOKIE}={session}"} if session else {})
+
+
+async def mailed_token(mailbox: MailCatcher, to: str, token_id: str) -> str:
+    """The system token in the mail that brought it to the receiver's address."""
+    mail = await mailbox.wait_for_async(lambda m: m["To"] == to and token_id in m.get_content(), timeout=20)
+    found = TOKEN.search(mail.get_content())
+    assert found is not None, mail.get_content()
+    assert mail["Subject"].startswith("Token sistem Rujukan")
+    assert mail.get_content().index("Jaga kerahasiaan") < mail.get_content().index("Keep this token secret")
+    return found.group(1)
 
 
 def session_of(r: httpx.Response) -> str:
@@ -234,7 +248,7 @@ async def test_an_expired_link_opens_nothing(database_url: str, redis_url: str, 
         assert len([m for m in mailbox.messages() if proposal.referral_id in m.get_content()]) == 2
 
 
-async def test_operators_issue_list_and_revoke_a_systems_token(
+async def test_operators_issue_list_and_revoke_a_systems_token_mailed_to_the_receiver_only(
     database_url: str, redis_url: str, redis: Any, mailbox: MailCatcher
 ) -> None:
     app = create_app(settings(database_url, redis_url, mailbox.url))
@@ -245,15 +259,27 @@ async def test_operators_issue_list_and_revoke_a_systems_token(
         assert (await client.get(f"/v1/receivers/{receiver}/credentials", headers=ONBOARDING)).status_code == 404
         await publish(redis, [Envelope.wrap(ReceiverRegistered(
             receiver_id=receiver, organization_id="org-dinsos-kupang", service_id="svc-prse-kupang",
-            contact_id="ct-prse"), source="rujukan/matching", subject=receiver)])
+            contact_id="ct-prse", contact_email="prse@example.org"), source="rujukan/matching", subject=receiver)])
 
         async def issued() -> httpx.Response | None:
             r = await client.post(f"/v1/receivers/{receiver}/tokens", json={"valid_days": 7}, headers=ONBOARDING)
-            return r if r.status_code == 201 else None
+            return r if r.status_code == 202 else None
 
-        token = (await eventually(issued)).json()
-        assert token["receiver_id"] == receiver and token["token"].startswith("rjk_")
-        auth = bearer(token["token"])
+        answer = await eventually(issued)
+        # The operator learns the token's id, expiry and where it went (masked): never the token.
+        token = answer.json()
+        assert set(token) == {"id", "receiver_id", "expires_at", "delivered_to"}
+        assert token["receiver_id"] == receiver and token["delivered_to"] == "p***@example.org"
+        assert "rjk_" not in answer.text
+        secret = await mailed_token(mailbox, "prse@example.org", token["id"])
+        auth = bearer(secret)
+        # The database keeps its hash only: not the token, not in the mail's delivery row either.
+        async with app.state.runtime.sessions() as s:
+            hashes = (await s.execute(text("SELECT token_sha256 FROM receiver_token WHERE id = :id"),
+                                      {"id": token["id"]})).scalars().all()
+            bodies = (await s.execute(text("SELECT body FROM delivery WHERE kind = 'system_token'"))).scalars().all()
+        assert hashes == [hashlib.sha256(secret.encode()).hexdigest()]
+        assert len(bodies) == 1 and secret not in bodies[0] and "rjk_" not in bodies[0]
         # Only the onboarding role issues, lists and revokes; and never without a key.
         assert (await client.post(f"/v1/receivers/{receiver}/tokens", json={},
                                   headers=bearer(OPERATIONS_KEY))).status_code == 403
@@ -276,7 +302,7 @@ async def test_operators_issue_list_and_revoke_a_systems_token(
         assert [(c["id"], c["kind"], c["source"]) for c in listed["items"]] == [
             (token["id"], "token", "operator:test-onboarding")]
         assert listed["items"][0]["last_used_at"] is not None and listed["items"][0]["revoked_at"] is None
-        assert token["token"] not in json.dumps(listed)
+        assert secret not in json.dumps(listed)
 
         url = f"/v1/receivers/{receiver}/credentials/{token['id']}"
         assert (await client.delete(f"/v1/receivers/rcv-ct-prse/credentials/{token['id']}",
@@ -291,6 +317,119 @@ async def test_operators_issue_list_and_revoke_a_systems_token(
             return [json.loads(f[b"event"])["data"] for _, f in await redis.xrange(CREDENTIALS)]
 
         assert await eventually(revoked) == [{"credential_id": token["id"]}]
+        # A token's mail belongs to no referral: it never reaches the referral's timeline.
+        async with app.state.runtime.sessions() as s:
+            assert not (await s.execute(text("SELECT count(*) FROM outbox WHERE event_type LIKE 'notification.%'"
+                                             " AND envelope LIKE :id"), {"id": f"%{token['id']}%"})).scalar()
+
+
+async def test_a_systems_token_needs_an_address_the_directory_gave(
+    database_url: str, redis_url: str, redis: Any, mailbox: MailCatcher
+) -> None:
+    """A receiver registered without an address (an event from before addresses were
+    carried) gets no token: 409, naming the receiver and why. Its next proposal brings the
+    directory's address, and from then on its token goes there."""
+    app = create_app(settings(database_url, redis_url, mailbox.url))
+    async with running(app) as client:
+        receiver = receiver_of("ct-noaddr")
+        await publish(redis, [Envelope.wrap(ReceiverRegistered(
+            receiver_id=receiver, organization_id="org-x", service_id="svc-ppa-medan", contact_id="ct-noaddr"),
+            source="rujukan/matching", subject=receiver)])
+
+        async def refused() -> httpx.Response | None:
+            r = await client.post(f"/v1/receivers/{receiver}/tokens", json={"valid_days": 1}, headers=ONBOARDING)
+            return r if r.status_code == 409 else None
+
+        r = await eventually(refused)
+        assert r.headers["content-type"].startswith("application/problem+json")
+        error = r.json()["errors"][0]
+        assert error["field"] == "receiver_id" and error["receiver_id"] == receiver
+        assert error["reason"] == "no address on file to send the token to"
+        async with app.state.runtime.sessions() as s:
+            assert not (await s.execute(text("SELECT count(*) FROM receiver_token"))).scalar()
+
+        proposal = matched("ct-noaddr", urgency="routine")
+        await publish(redis, [wrap(proposal)])
+        await link_of(mailbox, proposal)
+        r = await client.post(f"/v1/receivers/{receiver}/tokens", json={"valid_days": 1}, headers=ONBOARDING)
+        assert r.status_code == 202 and r.json()["delivered_to"] == "c***@example.org" and "rjk_" not in r.text
+        secret = await mailed_token(mailbox, "ct-noaddr@example.org", r.json()["id"])
+        listed = (await client.get("/v1/inbox", headers=bearer(secret))).json()
+        assert [i["id"] for i in listed["items"]] == [proposal.decision_id]
+
+
+async def test_a_systems_token_not_mailed_opens_nothing(database_url: str, mailbox: MailCatcher) -> None:
+    """Its token is minted only as its mail goes out: a send that failed, a round that gave
+    it back, or a token revoked before its mail went out leave no usable hash behind."""
+    from notify.bootstrap import MIGRATIONS
+
+    await upgrade(database_url, MIGRATIONS)
+    engine = make_engine(database_url)
+    db = sessions(engine)
+
+    class Relay:
+        def kick(self) -> None:
+            pass
+
+    relay: Any = Relay()
+    with socket.socket() as sock:  # where no SMTP server listens
+        sock.bind(("127.0.0.1", 0))
+        nobody = f"smtp://127.0.0.1:{sock.getsockname()[1]}"
+    notify = Notify(db, relay, Mailer(nobody, "Rujukan <noreply@rujukan.example>", timeout=2))
+    credentials = Credentials(db, relay)
+
+    async def hashes() -> list[str | None]:
+        async with db() as s:
+            return list((await s.execute(text("SELECT token_sha256 FROM receiver_token ORDER BY id"))).scalars())
+
+    first_arrived, release = threading.Event(), threading.Event()
+
+    def slow_first(_: Any) -> None:
+        if not first_arrived.is_set():
+            first_arrived.set()
+            release.wait(10)
+
+    try:
+        await notify.handle([message(matched("ct-sys", urgency="routine"))])
+        issued = await credentials.issue_token(receiver_of("ct-sys"), timedelta(days=1), "operator:test")
+        assert issued.delivered_to == "c***@example.org" and await hashes() == [None]
+        # SMTP down: the token minted for the attempt is discarded with it.
+        assert await notify.deliver_due() == 2
+        assert await hashes() == [None]
+
+        # A round giving way to urgent mail gives the token's mail back, and forgets its token.
+        notify.mailer = Mailer(mailbox.url, "Rujukan <noreply@rujukan.example>")
+        mailbox.on_message = slow_first
+        async with db() as s, s.begin():
+            await s.execute(text("UPDATE delivery SET next_attempt_at = :t"), {"t": utcnow() - timedelta(seconds=1)})
+        round_ = asyncio.create_task(notify.deliver_due())
+        assert await asyncio.to_thread(first_arrived.wait, 10)
+        await notify.handle([message(matched("ct-crisis", urgency="crisis"))])
+        release.set()
+        assert await round_ == 1
+        assert await hashes() == [None]
+        assert await notify.deliver_due() == 2  # the crisis, then the token
+        secret = await mailed_token(mailbox, "ct-sys@example.org", issued.id)
+        assert await hashes() == [hashlib.sha256(secret.encode()).hexdigest()]
+        assert await credentials.by_token(secret) is not None
+
+        # Revoked before its mail went out: no token is minted, no mail sent.
+        again = await credentials.issue_token(receiver_of("ct-sys"), timedelta(days=1), "operator:test")
+        assert await credentials.revoke(receiver_of("ct-sys"), again.id)
+        mails = len(mailbox.messages())
+        assert await notify.deliver_due() == 0
+        assert len(mailbox.messages()) == mails
+        async with db() as s:
+            row = (await s.execute(text("SELECT token_sha256, revoked_at FROM receiver_token WHERE id = :id"),
+                                   {"id": again.id})).one()
+            state = (await s.execute(text("SELECT state FROM delivery WHERE decision_id = :id"),
+                                     {"id": again.id})).scalar()
+        assert row[0] is None and row[1] is not None and state == "failed"
+    finally:
+        mailbox.on_message = None
+        release.set()
+        await notify.mailer.close()
+        await engine.dispose()
 
 
 async def test_late_answers_are_refused_and_closing_notices_reach_the_receiver(
@@ -306,13 +445,15 @@ async def test_late_answers_are_refused_and_closing_notices_reach_the_receiver(
         async def issued() -> str | None:  # once notify has the proposals (and knows their receiver)
             r = await client.post(f"/v1/receivers/{receiver_of('ct-prse')}/tokens", json={"valid_days": 7},
                                   headers=ONBOARDING)
-            if r.status_code != 201:
-                return None
-            token = r.json()["token"]
-            items = (await client.get("/v1/inbox", headers=bearer(token))).json()["items"]
-            return token if len(items) == 3 else None
+            return r.json()["id"] if r.status_code == 202 else None
 
-        auth = bearer(await eventually(issued))
+        token = await mailed_token(mailbox, "ct-prse@example.org", await eventually(issued))
+
+        async def all_three() -> bool:
+            return len((await client.get("/v1/inbox", headers=bearer(token))).json()["items"]) == 3
+
+        await eventually(all_three)
+        auth = bearer(token)
         r = await client.post(f"/v1/inbox/{late.decision_id}/responses", json={"response": "accepted"}, headers=auth)
         assert r.status_code == 409 and "run out" in r.json()["errors"][0]["reason"]
 

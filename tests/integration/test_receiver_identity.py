@@ -70,6 +70,10 @@ async def test_reused_contact_ids_are_reported_and_never_share_a_receiver(databa
         assert all(services[sid] == r.id for sid, r in receivers.items())
         assert sorted(a["receiver_id"] for a in announced) == sorted(r.id for r in receivers.values())
         assert {a["service_id"]: a["organization_id"] for a in announced}["svc-copy-1"] == "org-copy"
+        # Each announcement carries its contact's address: where notify mails a system token.
+        assert {a["service_id"]: a["contact_email"] for a in announced} == {
+            "svc-medan": "ppa@medan.example", "svc-medan-2": "ppa@medan.example",
+            "svc-copy-1": "copy1@copy.example", "svc-copy-2": "copy2@copy.example"}
 
         # Re-importing changes nothing; the same record keeps its receiver.
         again = await import_parsed(db, parse_document(

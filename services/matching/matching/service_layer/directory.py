@@ -187,7 +187,8 @@ async def write_records(s: AsyncSession, records: Sequence[ServiceRecord], *,
     terms = {a.term.id: a.term for attrs in attributes.values() for a in attrs}
     await _upsert(s, TaxonomyTerm, {k: _term_row(t) for k, t in terms.items()})
     # The receiving contact's identity, issued for a new (organisation, service, contact).
-    issued = await receivers.issue(s, [(r.organization_id, r.id, r.contact_id) for r in todo])
+    issued = await receivers.issue(s, [(r.organization_id, r.id, r.contact_id) for r in todo],
+                                   {(r.organization_id, r.id, r.contact_id): r.contact_email for r in todo})
 
     def row(r: ServiceRecord) -> dict[str, Any]:
         return _service_row(r, hashes[r.id], issued.get((r.organization_id, r.id, r.contact_id)))

@@ -10,7 +10,7 @@ receiver on its own (see adapters.orm.Receiver).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import insert, select
@@ -27,9 +27,10 @@ SOURCE = "rujukan/matching"
 Owner = tuple[str, str, str]
 
 
-async def issue(s: AsyncSession, owners: Iterable[Owner]) -> dict[Owner, str]:
-    """The receiver id of each owner, issuing (and announcing) those not issued yet,
-    inside the caller's transaction."""
+async def issue(s: AsyncSession, owners: Iterable[Owner],
+                emails: Mapping[Owner, str] | None = None) -> dict[Owner, str]:
+    """The receiver id of each owner, issuing (and announcing, with the contact's address
+    from `emails`) those not issued yet, inside the caller's transaction."""
     wanted = {o for o in owners if o[2]}
     if not wanted:
         return {}
@@ -48,6 +49,7 @@ async def issue(s: AsyncSession, owners: Iterable[Owner]) -> dict[Owner, str]:
         found[(org, service, contact)] = receiver_id
         events.append(outbox_row(Envelope.wrap(ReceiverRegistered(
             receiver_id=receiver_id, organization_id=org, service_id=service, contact_id=contact,
+            contact_email=(emails or {}).get((org, service, contact), ""),
         ), source=SOURCE, subject=receiver_id)))
     if rows:  # plain INSERTs: an import issues thousands at once
         await s.execute(insert(Receiver), rows)
@@ -58,14 +60,14 @@ async def issue(s: AsyncSession, owners: Iterable[Owner]) -> dict[Owner, str]:
 async def of_service(s: AsyncSession, service_id: str) -> str:
     """The receiver of a service's receiving contact, issued now for a service written
     before receivers were. A matchable service has a receiving contact (else it is flagged)."""
-    row = (await s.execute(select(Service.receiver_id, Service.organization_id, Service.contact_id)
-                           .where(Service.id == service_id))).one()
+    row = (await s.execute(select(Service.receiver_id, Service.organization_id, Service.contact_id,
+                                  Service.contact_email).where(Service.id == service_id))).one()
     if row.receiver_id is not None:
         return str(row.receiver_id)
     if not row.contact_id:
         raise LookupError(f"service {service_id} has no receiving contact")
-    receiver_id = (await issue(s, [(row.organization_id, service_id, row.contact_id)]))[
-        (row.organization_id, service_id, row.contact_id)]
+    owner = (row.organization_id, service_id, row.contact_id)
+    receiver_id = (await issue(s, [owner], {owner: row.contact_email or ""}))[owner]
     svc = await s.get(Service, service_id)
     if svc is not None:
         svc.receiver_id = receiver_id

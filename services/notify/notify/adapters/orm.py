@@ -31,7 +31,9 @@ class Delivery(Base):
     referral_id: Mapped[str] = mapped_column(String(32), index=True)
     decision_id: Mapped[str] = mapped_column(String(32))
     receiver_id: Mapped[str] = mapped_column(String(64))
-    # proposal, or a notice that closes it: hold_expired, cancelled, response_refused
+    # proposal, or a notice that closes it: hold_expired, cancelled, response_refused; or
+    # system_token, the mail of an operator's token for a system, which belongs to no
+    # referral (its referral_id is empty and its decision_id is the token's id).
     kind: Mapped[str] = mapped_column(String(20), default="proposal", server_default="proposal")
     email: Mapped[str] = mapped_column(String(320))
     subject: Mapped[str] = mapped_column(String(300))
@@ -97,6 +99,9 @@ class Receiver(Base):
     service_id: Mapped[str] = mapped_column(String(64))
     organization_id: Mapped[str] = mapped_column(String(64), default="")
     contact_id: Mapped[str] = mapped_column(String(64), default="")  # the HSDS id, informational
+    # The receiving contact's professional address (from its registration, refreshed by each
+    # proposal): where a system token is mailed, so that only the receiver holds it.
+    email: Mapped[str] = mapped_column(String(320), default="", server_default="")
     registered_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -140,12 +145,14 @@ class SessionProposal(Base):
 
 class ReceiverToken(Base):
     """A token an operator issued for a provider's own system: the receiver's whole inbox,
-    until it expires or is revoked. Only its SHA-256 is kept; it is shown once."""
+    until it expires or is revoked. It is never shown to the operator: it is minted when its
+    mail to the receiver's address goes out, and only its SHA-256 is kept (None until then,
+    or again when that mail was not sent: the token opens nothing)."""
 
     __tablename__ = "receiver_token"
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     receiver_id: Mapped[str] = mapped_column(String(32), index=True)
-    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    token_sha256: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)
     issued_by: Mapped[str] = mapped_column(String(120))  # the operator
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -88,3 +88,24 @@ def access_section(signin_url: str, expires_at: datetime) -> str:
     (never stored with the delivery; only the code's hash is kept)."""
     return _env().get_template("access.txt.j2").render(
         signin_url=signin_url, expires_at=expires_at.strftime("%Y-%m-%d %H:%M UTC"))
+
+
+def system_token(*, token_id: str, service_id: str, expires_at: datetime) -> tuple[str, str]:
+    """(subject, body) of the mail that brings a receiver the token an operator issued for
+    its system, without the token: `token_section` adds it when the mail is sent."""
+    subject = f"Token sistem Rujukan / Rujukan system token — {service_id}"
+    body = _env().get_template("system_token.txt.j2").render(
+        token_id=token_id, service_id=service_id, expires_at=expires_at.strftime("%Y-%m-%d %H:%M UTC"))
+    return subject, body
+
+
+def token_section(token: str, inbox_url: str) -> str:
+    """The system token itself, added when its mail is sent (never stored; only its hash)."""
+    return _env().get_template("token.txt.j2").render(token=token, inbox_url=inbox_url)
+
+
+def masked_address(email: str) -> str:
+    """An address as an operator may see it: enough to tell which mailbox, not to write to
+    it (`f***@example.org`)."""
+    local, _, domain = email.partition("@")
+    return f"{local[:1]}***@{domain}" if domain else "***"

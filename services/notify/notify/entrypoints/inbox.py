@@ -3,7 +3,8 @@ credentials. Routes only translate.
 
 A receiver is signed in by the link of a proposal mail (a session cookie that opens that
 proposal only, see service_layer.credentials), or a provider's system sends the bearer
-token an operator issued for it (the receiver's whole inbox).
+token an operator issued for it (the receiver's whole inbox), which was mailed to the
+receiver's own address: the operator never sees it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from notify.adapters.orm import Proposal
 from notify.adapters.orm import Response as ResponseRow
-from notify.service_layer.credentials import Credential, Credentials, LinkUnusable, UnknownReceiver
+from notify.service_layer.credentials import Credential, Credentials, LinkUnusable, NoAddress, UnknownReceiver
 from notify.service_layer.inbox import Conflict, Inbox, NotFound, NotOpened
 from shared.grants import sign
 from shared.operators import OnboardingOperator
@@ -291,10 +292,13 @@ class TokenRequest(BaseModel):
 
 
 class IssuedToken(BaseModel):
-    id: str
+    """A token issued and on its way to the receiver: never the token itself."""
+
+    id: str = Field(description="the token's id, to list or revoke it by")
     receiver_id: str
-    token: str = Field(description="shown this once; only its hash is kept")
     expires_at: datetime
+    delivered_to: str = Field(description="the receiver's registered address it is mailed to, masked "
+                                          "(f***@example.org); only that mailbox holds the token")
 
 
 class CredentialView(BaseModel):
@@ -320,16 +324,24 @@ def _unknown(receiver_id: str) -> HTTPException:
     return HTTPException(status.HTTP_404_NOT_FOUND, f"no receiver '{receiver_id}'")
 
 
-@operator.post("/{receiver_id}/tokens", status_code=status.HTTP_201_CREATED, response_model=IssuedToken)
+@operator.post("/{receiver_id}/tokens", status_code=status.HTTP_202_ACCEPTED, response_model=IssuedToken,
+               responses={409: {"description": "the receiver has no address on file to send the token to"}})
 async def issue_token(receiver_id: ReceiverId, body: TokenRequest, op: OnboardingOperator,
-                      credentials: CredentialsDep) -> IssuedToken:
-    """A token for a provider's own system (the receiver's whole inbox); shown once."""
+                      credentials: CredentialsDep, request: Request) -> IssuedToken:
+    """A token for a provider's own system (the receiver's whole inbox), mailed to the
+    receiver's registered professional address: the answer says where (masked), never the
+    token, so that no operator can act as a receiver."""
     try:
-        token_id, token, expires_at = await credentials.issue_token(receiver_id, timedelta(days=body.valid_days),
-                                                                    op.actor)
+        issued = await credentials.issue_token(receiver_id, timedelta(days=body.valid_days), op.actor)
     except UnknownReceiver:
         raise _unknown(receiver_id) from None
-    return IssuedToken(id=token_id, receiver_id=receiver_id, token=token, expires_at=expires_at)
+    except NoAddress:
+        raise HTTPException(status.HTTP_409_CONFLICT, {
+            "field": "receiver_id", "reason": "no address on file to send the token to",
+            "receiver_id": receiver_id}) from None
+    request.app.state.notify.wake()
+    return IssuedToken(id=issued.id, receiver_id=issued.receiver_id, expires_at=issued.expires_at,
+                       delivered_to=issued.delivered_to)
 
 
 @operator.get("/{receiver_id}/credentials", response_model=CredentialList)

@@ -6,7 +6,10 @@
   or adds the proposal to the session of the same receiver already there. A session opens
   only the proposals it was signed in for: a forwarded mail opens one proposal, once.
 - An operator issues a token for a provider's own system: the receiver's whole inbox,
-  until it expires or is revoked. Shown once, kept as its SHA-256.
+  until it expires or is revoked. The operator never sees it: it is mailed to the
+  receiver's professional address (the directory contact's), minted when that mail goes
+  out (as a proposal mail's code is), and kept as its SHA-256. The operator learns its id,
+  its expiry and where it went, masked.
 
 Every session and token can be listed (never its secret) and revoked by id; signing out
 revokes the session. A revocation is published (`receiver.credential_revoked`, the id
@@ -35,6 +38,7 @@ from notify.adapters.orm import (
     SessionProposal,
     SigninCode,
 )
+from notify.domain.messages import masked_address, system_token
 from shared.events import Envelope, ReceiverCredentialRevoked, ReceiverRegistered, new_id, utcnow
 from shared.outbox import OutboxRelay, add_events
 
@@ -96,6 +100,20 @@ class UnknownReceiver(LookupError):
     pass
 
 
+class NoAddress(Exception):
+    """The receiver has no address on file to mail its token to."""
+
+
+@dataclass(frozen=True)
+class TokenIssued:
+    """What the operator who issued a system token learns: never the token."""
+
+    id: str
+    receiver_id: str
+    expires_at: datetime
+    delivered_to: str  # the receiver's address, masked
+
+
 def mint_signin_code(s: AsyncSession, *, receiver_id: str, decision_id: str, delivery_id: str,
                      expires_at: datetime) -> tuple[str, str]:
     """A new sign-in code for one proposal mail: (its id, the code itself, never stored)."""
@@ -106,20 +124,46 @@ def mint_signin_code(s: AsyncSession, *, receiver_id: str, decision_id: str, del
     return code_id, code
 
 
+async def mint_system_token(s: AsyncSession, token_id: str) -> str | None:
+    """The token of an operator's issue, minted as its mail goes out: its hash is set on
+    the row the operator was told of (a new one each send: a mail that went out before, and
+    failed or was given back, holds nothing that works). None when the token was revoked or
+    has expired meanwhile: nothing to mail."""
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    minted = await s.execute(update(ReceiverToken).where(
+        ReceiverToken.id == token_id, ReceiverToken.revoked_at.is_(None), ReceiverToken.expires_at > utcnow())
+        .values(token_sha256=digest(token)).execution_options(synchronize_session=False))
+    return token if minted.rowcount else None  # type: ignore[attr-defined]
+
+
+async def discard_system_tokens(s: AsyncSession, token_ids: list[str]) -> None:
+    """Forget the tokens minted for mails that were not sent: nobody holds them."""
+    if token_ids:
+        await s.execute(update(ReceiverToken).where(ReceiverToken.id.in_(token_ids))
+                        .values(token_sha256=None).execution_options(synchronize_session=False))
+
+
 async def register(s: AsyncSession, e: ReceiverRegistered) -> None:
     """Learn (or complete) a receiver that matching issued."""
     known = await s.get(Receiver, e.receiver_id)
     if known is None:
         s.add(Receiver(id=e.receiver_id, service_id=e.service_id, organization_id=e.organization_id,
-                       contact_id=e.contact_id))
+                       contact_id=e.contact_id, email=e.contact_email))
     else:
         known.service_id, known.organization_id, known.contact_id = e.service_id, e.organization_id, e.contact_id
+        if e.contact_email:  # an event published before addresses were carried keeps the one known
+            known.email = e.contact_email
 
 
-async def learn_from_proposal(s: AsyncSession, receiver_id: str, service_id: str, contact_id: str) -> None:
-    """A receiver a proposal was sent to is known, even before its registration arrives."""
-    if await s.get(Receiver, receiver_id) is None:
-        s.add(Receiver(id=receiver_id, service_id=service_id, contact_id=contact_id))
+async def learn_from_proposal(s: AsyncSession, receiver_id: str, service_id: str, contact_id: str,
+                              email: str) -> None:
+    """A receiver a proposal was sent to is known, even before its registration arrives;
+    its address is the one the proposal went to (the directory's latest)."""
+    known = await s.get(Receiver, receiver_id)
+    if known is None:
+        s.add(Receiver(id=receiver_id, service_id=service_id, contact_id=contact_id, email=email))
+    elif email and known.email != email:
+        known.email = email
 
 
 @dataclass
@@ -213,17 +257,24 @@ class Credentials:
 
     # --- operators: tokens for systems, and every credential by receiver ------------------
 
-    async def issue_token(self, receiver_id: str, valid_for: timedelta, issued_by: str) -> tuple[str, str, datetime]:
-        """A token for a provider's system: (its id, the token, shown once; expiry)."""
-        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    async def issue_token(self, receiver_id: str, valid_for: timedelta, issued_by: str) -> TokenIssued:
+        """A token for a provider's system, mailed to the receiver's own address: the token
+        row (no hash yet: it opens nothing) and its mail are queued together; the delivery
+        worker mints the token as the mail goes out. The operator is told where, masked."""
         token_id = new_id()
         expires_at = utcnow() + valid_for
         async with self.sessions() as s, s.begin():
-            if await s.get(Receiver, receiver_id) is None:
+            known = await s.get(Receiver, receiver_id)
+            if known is None:
                 raise UnknownReceiver(receiver_id)
-            s.add(ReceiverToken(id=token_id, receiver_id=receiver_id, token_sha256=digest(token),
-                                issued_by=issued_by, expires_at=expires_at))
-        return token_id, token, expires_at
+            if not known.email:
+                raise NoAddress(receiver_id)
+            s.add(ReceiverToken(id=token_id, receiver_id=receiver_id, token_sha256=None, issued_by=issued_by,
+                                expires_at=expires_at))
+            subject, body = system_token(token_id=token_id, service_id=known.service_id, expires_at=expires_at)
+            s.add(Delivery(id=new_id(), referral_id="", decision_id=token_id, receiver_id=receiver_id,
+                           kind="system_token", email=known.email, subject=subject, body=body, urgent=False))
+        return TokenIssued(token_id, receiver_id, expires_at, masked_address(known.email))
 
     async def of_receiver(self, receiver_id: str) -> list[CredentialInfo]:
         async with self.sessions() as s:

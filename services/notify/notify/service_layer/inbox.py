@@ -72,7 +72,7 @@ async def record_proposal(s: AsyncSession, e: ReferralMatched) -> None:
     for r in e.recipients:
         if r.receiver_id in existing:
             continue
-        await learn_from_proposal(s, r.receiver_id, e.service_id, r.contact_id)
+        await learn_from_proposal(s, r.receiver_id, e.service_id, r.contact_id, r.email)
         s.add(Proposal(
             decision_id=e.decision_id, receiver_id=r.receiver_id, referral_id=e.referral_id, service_id=e.service_id,
             service_name=e.service_name, organization_name=e.organization_name, pmks_category=e.pmks_category,

@@ -21,8 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from notify.adapters.mailer import Mailer
 from notify.adapters.orm import Delivery, Outbox, ProcessedEvent, SigninCode
-from notify.domain.messages import access_section, proposal
-from notify.service_layer.credentials import mint_signin_code, register
+from notify.domain.messages import access_section, proposal, token_section
+from notify.service_layer.credentials import discard_system_tokens, mint_signin_code, mint_system_token, register
 from notify.service_layer.inbox import apply_closed_loop, record_proposal, urgent_of
 from shared.db import first_time
 from shared.events import (
@@ -137,7 +137,8 @@ class Notify:
 
         A round of routine mail gives way as soon as an urgent delivery is queued: what it
         sent is recorded, what it claimed but did not send is released (due at once, its
-        unmailed sign-in codes deleted), and the caller's next round starts with the urgent one."""
+        unmailed sign-in codes deleted and system tokens discarded), and the caller's next
+        round starts with the urgent one."""
         self._urgent_queued.clear()
         started = time.monotonic()
         round_ = await self._claim_round(limit)
@@ -172,8 +173,9 @@ class Notify:
         replica (or round) does not send them too (on PostgreSQL rows another replica is
         claiming are skipped, not waited for; a row claimed meanwhile fails the condition);
         if this process dies mid-round, they are due again when the lease runs out. Each
-        proposal mail's sign-in code is minted in the same transaction, so that only the
-        mail ever holds it (the database keeps its hash)."""
+        proposal mail's sign-in code, and each system token an operator issued, is minted
+        in the same transaction, so that only the mail ever holds it (the database keeps
+        its hash)."""
         now = utcnow()
         due = (select(Delivery.id).where(Delivery.state == "pending", Delivery.next_attempt_at <= now)
                .order_by(Delivery.urgent.desc(), Delivery.created_at).limit(limit)
@@ -196,6 +198,14 @@ class Notify:
                     code_id, code = mint_signin_code(s, receiver_id=r.receiver_id, decision_id=r.decision_id,
                                                      delivery_id=r.id, expires_at=expires_at)
                     body += access_section(f"{base}/v1/signin/{code}", expires_at)
+                elif r.kind == "system_token":
+                    token = await mint_system_token(s, r.decision_id)  # a system token's id
+                    if token is None:  # revoked or expired before it went out: mail nothing
+                        await s.execute(update(Delivery).where(Delivery.id == r.id).values(
+                            state="failed", last_error="the token was revoked or expired before it was mailed")
+                            .execution_options(synchronize_session=False))
+                        continue
+                    body += token_section(token, f"{base}/v1/inbox")
                 claimed.append(_Claimed(id=r.id, referral_id=r.referral_id, decision_id=r.decision_id,
                                         receiver_id=r.receiver_id, kind=r.kind, email=r.email,
                                         subject=r.subject, body=body, urgent=r.urgent, attempts=r.attempts,
@@ -204,7 +214,7 @@ class Notify:
 
     async def _release(self, unsent: list[_Claimed]) -> None:
         """Give back what a round claimed but did not send: due at once, and the sign-in
-        codes minted for those mails deleted (nobody holds them)."""
+        codes and system tokens minted for those mails discarded (nobody holds them)."""
         if not unsent:
             return
         async with self.sessions() as s, s.begin():
@@ -214,10 +224,13 @@ class Notify:
             codes = [d.code_id for d in unsent if d.code_id]
             if codes:
                 await s.execute(delete(SigninCode).where(SigninCode.id.in_(codes)))
+            await discard_system_tokens(s, [d.decision_id for d in unsent if d.kind == "system_token"])
 
     async def _record(self, done: list[tuple[_Claimed, str | None]]) -> None:
         """Record a chunk of sends in one transaction: the sent rows with their
-        `notification.sent` events, the failures with backoff (or given up on)."""
+        `notification.sent` events, the failures with backoff (or given up on). A system
+        token's mail belongs to no referral: it has no event, and when it failed its token
+        is discarded (the next attempt mints another)."""
         now = utcnow()
         events: list[Envelope] = []
         async with self.sessions() as s, s.begin():
@@ -229,11 +242,16 @@ class Notify:
                     .returning(Delivery.id).execution_options(synchronize_session=False))).all()
                 for delivery_id in marked:
                     d = sent[delivery_id]
+                    if d.kind == "system_token":
+                        log.info("delivery %s sent (system token %s)", d.id, d.decision_id)
+                        continue
                     events.append(Envelope.wrap(NotificationSent(
                         referral_id=d.referral_id, delivery_id=d.id, decision_id=d.decision_id,
                         receiver_id=d.receiver_id, kind=d.kind),
                         source=SOURCE, subject=d.referral_id))
                     log.info("delivery %s sent (referral %s)", d.id, d.referral_id)
+            await discard_system_tokens(s, [d.decision_id for d, error in done
+                                            if error is not None and d.kind == "system_token"])
             for d, error in done:
                 if error is None:
                     continue
@@ -248,7 +266,9 @@ class Notify:
                                       .values(**values).execution_options(synchronize_session=False))
                 if not res.rowcount:  # type: ignore[attr-defined]
                     continue
-                if attempts >= self.max_attempts:
+                if attempts >= self.max_attempts and d.kind == "system_token":
+                    log.error("delivery %s failed for good: %s", d.id, error)
+                elif attempts >= self.max_attempts:
                     events.append(Envelope.wrap(NotificationFailed(
                         referral_id=d.referral_id, delivery_id=d.id, decision_id=d.decision_id, kind=d.kind,
                         receiver_id=d.receiver_id,
