@@ -22,7 +22,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from shared.redis_server import RedisProcess, free_port
-from shared.streams import DECISIONS, DECISIONS_URGENT, SUBMITTED, connect, provision, publish
+from shared.streams import DECISIONS, DECISIONS_URGENT, RECEIVERS, SUBMITTED, connect, provision, publish
 from tests.apps import OPERATOR_KEYS
 from tests.integration.test_streams import submitted
 
@@ -104,7 +104,8 @@ async def test_sigterm_during_a_backlog_loses_nothing(tmp_path: Path, own_redis:
         assert await scalar("SELECT count(*) FROM decision") == processed
         # What it committed, it published before leaving.
         assert await scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL") == 0
-        published = await plain.xlen(DECISIONS) + await plain.xlen(DECISIONS_URGENT)
+        # Decisions, and the receivers matching issued on its first proposals to them.
+        published = sum([await plain.xlen(s) for s in (DECISIONS, DECISIONS_URGENT, RECEIVERS)])
         assert published == await scalar("SELECT count(*) FROM outbox")
         handled_before = processed
 
