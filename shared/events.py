@@ -99,8 +99,9 @@ class ReferralMatched(EventData):
     risk_flags: list[RiskFlag] = []
 
 
-class ReferralUnmatched(EventData):
-    TYPE: ClassVar[str] = "referral.unmatched.v1"
+class NoMatchFields(EventData):
+    """The fields of a decision that proposed no service; not an event type itself."""
+
     referral_id: str
     decision_id: str
     pmks_category: str
@@ -112,7 +113,15 @@ class ReferralUnmatched(EventData):
     risk_flags: list[RiskFlag] = []
 
 
-class ReferralWaitlisted(ReferralUnmatched):
+class ReferralUnmatched(NoMatchFields):
+    """No suitable service: the referral closes."""
+
+    TYPE: ClassVar[str] = "referral.unmatched.v1"
+
+
+class ReferralWaitlisted(NoMatchFields):
+    """Every suitable service is full: the referral waits for a free seat."""
+
     TYPE: ClassVar[str] = "referral.waitlisted.v1"
 
 
@@ -187,8 +196,9 @@ class ReferralResponseRefused(EventData):
     risk_flags: list[RiskFlag] = []
 
 
-class NotificationSent(EventData):
-    TYPE: ClassVar[str] = "notification.sent.v2"
+class NotificationFields(EventData):
+    """The fields of a delivery's outcome; not an event type itself."""
+
     referral_id: str
     delivery_id: str
     decision_id: str
@@ -198,7 +208,11 @@ class NotificationSent(EventData):
     kind: str = "proposal"
 
 
-class NotificationFailed(NotificationSent):
+class NotificationSent(NotificationFields):
+    TYPE: ClassVar[str] = "notification.sent.v2"
+
+
+class NotificationFailed(NotificationFields):
     TYPE: ClassVar[str] = "notification.failed.v2"
     reason: str
 

@@ -210,7 +210,7 @@ class Matching:
             n = len(full) + len(taken)
             reasons_id = [f"semua layanan yang sesuai penuh ({n}); menunggu kursi kosong"]
             reasons_en = [f"every suitable service is full ({n}); waiting for a free seat"]
-            cls: type[ReferralUnmatched] = ReferralWaitlisted
+            cls: type[ReferralUnmatched | ReferralWaitlisted] = ReferralWaitlisted
         else:
             state = "unmatched"
             if passed:
