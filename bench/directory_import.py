@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from matching.adapters.hsds_csv import parse_csv
 from matching.bootstrap import MIGRATIONS
-from matching.domain.hsds import parse_csv
 from matching.service_layer.directory import import_parsed
 from shared.db import make_engine, sessions, upgrade
 

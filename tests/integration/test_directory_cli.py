@@ -12,10 +12,10 @@ from sqlalchemy import event, func, select
 from typer.testing import CliRunner
 
 from bench.directory_import import directory_csv
+from matching.adapters.hsds_csv import parse_csv
 from matching.adapters.orm import Service
 from matching.bootstrap import MIGRATIONS
 from matching.cli import app
-from matching.domain.hsds import parse_csv
 from matching.service_layer.directory import import_parsed
 from shared.db import make_engine, sessions, upgrade
 

@@ -10,9 +10,10 @@ from typing import Any
 
 from sqlalchemy import select
 
+from matching.adapters.hsds_csv import parse_csv
+from matching.adapters.hsds_json import parse_document
 from matching.adapters.orm import Outbox, Receiver, Service
 from matching.bootstrap import MIGRATIONS
-from matching.domain.hsds import parse_csv, parse_document
 from matching.service_layer.directory import ImportReport, import_parsed
 from shared.db import make_engine, sessions, upgrade
 

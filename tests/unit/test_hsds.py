@@ -9,18 +9,11 @@ from typing import Any
 
 import pytest
 
-from matching.domain.hsds import (
-    CsvHeaderError,
-    Parsed,
-    ServiceRecord,
-    count_csv_rows,
-    count_records,
-    matchability_flags,
-    parse_csv,
-    parse_document,
-    parse_service,
-    to_hsds,
-)
+from matching.adapters.hsds_csv import CsvHeaderError, count_csv_rows, parse_csv
+from matching.adapters.hsds_export import to_hsds
+from matching.adapters.hsds_json import count_records, parse_document, parse_service
+from matching.domain.directory_record import ServiceRecord
+from matching.domain.record_issues import Parsed, matchability_flags
 
 DATA = Path(__file__).parents[1] / "data" / "hsds"
 SEED = Path(__file__).parents[2] / "services" / "matching" / "matching" / "seed"

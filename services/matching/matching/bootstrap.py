@@ -11,8 +11,8 @@ from pathlib import Path
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from matching.adapters.hsds_json import parse_document
 from matching.adapters.orm import AuditEntry, Outbox
-from matching.domain.hsds import parse_document
 from matching.entrypoints import http
 from matching.service_layer.directory import import_parsed
 from matching.service_layer.services import Matching

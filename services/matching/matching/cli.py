@@ -23,7 +23,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from matching.domain import hsds
+from matching.adapters.hsds_csv import CsvHeaderError, count_csv_rows, parse_csv
+from matching.adapters.hsds_json import count_records, parse_document
+from matching.domain.record_issues import Parsed
 from matching.service_layer.directory import ImportReport, import_parsed
 
 app = typer.Typer(help="Matching's directory of services (HSDS): import and check files.", no_args_is_help=True,
@@ -49,7 +51,7 @@ def _format(file: Path, given: Format | None) -> Format:
     return Format.csv if file.suffix.lower() in (".csv", ".txt") else Format.hsds
 
 
-def _read(file: Path, fmt: Format) -> tuple[Iterator[hsds.Parsed], int]:
+def _read(file: Path, fmt: Format) -> tuple[Iterator[Parsed], int]:
     """The parsed records (lazily) and how many there are, or exit 2 with why not."""
     try:
         text = file.read_text(encoding="utf-8")
@@ -58,21 +60,21 @@ def _read(file: Path, fmt: Format) -> tuple[Iterator[hsds.Parsed], int]:
         raise typer.Exit(2) from e
     if fmt is Format.csv:
         try:
-            items = hsds.parse_csv(text)
+            items = parse_csv(text)
             first = next(items, None)
-        except hsds.CsvHeaderError as e:
+        except CsvHeaderError as e:
             err.print(f"[red]{file}:[/red] {e}")
             raise typer.Exit(2) from e
-        return _chain(first, items), hsds.count_csv_rows(text)
+        return _chain(first, items), count_csv_rows(text)
     try:
         doc = json.loads(text)
     except ValueError as e:
         err.print(f"[red]{file} is not valid JSON:[/red] {e}")
         raise typer.Exit(2) from e
-    return hsds.parse_document(doc), hsds.count_records(doc)
+    return parse_document(doc), count_records(doc)
 
 
-def _chain(first: hsds.Parsed | None, rest: Iterator[hsds.Parsed]) -> Iterator[hsds.Parsed]:
+def _chain(first: Parsed | None, rest: Iterator[Parsed]) -> Iterator[Parsed]:
     if first is not None:
         yield first
     yield from rest

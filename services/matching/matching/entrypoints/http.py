@@ -12,7 +12,10 @@ from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, Res
 from pydantic import BaseModel, Field, ValidationInfo, field_validator
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from matching.domain import hsds
+from matching.adapters.hsds_csv import CsvHeaderError, parse_csv
+from matching.adapters.hsds_json import parse_document, parse_service
+from matching.domain.directory_record import ServiceRecord
+from matching.domain.record_issues import Issue, Parsed
 from matching.service_layer import directory
 from matching.service_layer.services import Matching
 from shared import regions
@@ -46,8 +49,8 @@ router = APIRouter(prefix="/v1", dependencies=[Depends(admin)])
 # ------------------------------------------------------------------------------------------
 
 
-def unprocessable(issues: list[hsds.Issue] | list[tuple[str, str]]) -> HTTPException:
-    detail = [{"field": i.field, "reason": i.reason, "type": "directory"} if isinstance(i, hsds.Issue)
+def unprocessable(issues: list[Issue] | list[tuple[str, str]]) -> HTTPException:
+    detail = [{"field": i.field, "reason": i.reason, "type": "directory"} if isinstance(i, Issue)
               else {"field": i[0], "reason": i[1], "type": "directory"} for i in issues]
     return HTTPException(422, detail=detail)
 
@@ -79,13 +82,13 @@ async def _rendered(sessions: async_sessionmaker[AsyncSession], service_id: str)
         return directory.render(svc)
 
 
-def _record(body: dict[str, Any], service_id: str | None = None) -> hsds.ServiceRecord:
+def _record(body: dict[str, Any], service_id: str | None = None) -> ServiceRecord:
     """A service_full body as a record; anything refused is a 422 naming field and reason."""
     if service_id is not None:
         if body.get("id") not in (None, service_id):
             raise unprocessable([("id", f"differs from the service in the path ('{service_id}')")])
         body = {**body, "id": service_id}
-    parsed = hsds.parse_service(body)
+    parsed = parse_service(body)
     refused = [i for i in parsed.issues if i.severity == "reject"]
     if refused or parsed.record is None:
         raise unprocessable(refused)
@@ -246,7 +249,7 @@ async def import_directory(request: Request, sessions: SessionsDep) -> dict[str,
             raise unprocessable([("(body)", "nesting too deep")]) from e
         except ValueError as e:
             raise unprocessable([("(body)", f"not valid JSON: {e}")]) from e
-        items = hsds.parse_document(doc)
+        items = parse_document(doc)
     elif kind in ("text/csv", "application/csv"):
         try:
             text = raw.decode("utf-8")
@@ -254,9 +257,9 @@ async def import_directory(request: Request, sessions: SessionsDep) -> dict[str,
             raise unprocessable([("(body)", f"not UTF-8 text (save the CSV as UTF-8): {e.reason} at byte "
                                             f"{e.start}")]) from e
         try:
-            items = hsds.parse_csv(text)
+            items = parse_csv(text)
             first = next(items, None)  # a bad header fails here, before anything is written
-        except hsds.CsvHeaderError as e:
+        except CsvHeaderError as e:
             raise unprocessable([("header", str(e))]) from e
         items = _chain(first, items)
     else:
@@ -266,7 +269,7 @@ async def import_directory(request: Request, sessions: SessionsDep) -> dict[str,
     return report.as_dict()
 
 
-def _chain(first: hsds.Parsed | None, rest: Any) -> Any:
+def _chain(first: Parsed | None, rest: Any) -> Any:
     if first is not None:
         yield first
     yield from rest

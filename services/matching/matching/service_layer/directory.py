@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import selectinload
 from sqlalchemy.sql.base import ExecutableOption
 
+from matching.adapters.hsds_export import to_hsds
 from matching.adapters.orm import (
     Attribute,
     Contact,
@@ -35,17 +36,15 @@ from matching.adapters.orm import (
     ServiceCategory,
     TaxonomyTerm,
 )
-from matching.domain import hsds
+from matching.domain import directory_record
 from matching.domain.decision import ServiceView
-from matching.domain.hsds import (
+from matching.domain.directory_record import (
     PROJECT_TAXONOMIES,
     Capacity,
-    Issue,
     OrganizationInfo,
-    Parsed,
     ServiceRecord,
-    flag_reasons,
 )
+from matching.domain.record_issues import Issue, Parsed, flag_reasons
 from matching.service_layer import receivers
 from shared import regions
 from shared.events import utcnow
@@ -80,19 +79,19 @@ def _org_row(o: OrganizationInfo) -> dict[str, Any]:
     return dict(vars(o))
 
 
-def _location_row(loc: hsds.Location) -> dict[str, Any]:
+def _location_row(loc: directory_record.Location) -> dict[str, Any]:
     d = dict(vars(loc))
     d["addresses"] = [{k: v for k, v in vars(a).items() if v is not None} for a in loc.addresses]
     return d
 
 
-def _term_row(t: hsds.Term) -> dict[str, Any]:
+def _term_row(t: directory_record.Term) -> dict[str, Any]:
     return dict(vars(t))
 
 
 def _service_row(r: ServiceRecord, content_hash: str, receiver_id: str | None) -> dict[str, Any]:
     flags = flag_reasons(r)
-    receiver = hsds.receiving_contact(r.contacts)
+    receiver = directory_record.receiving_contact(r.contacts)
     return {
         "id": r.id, "organization_id": r.organization_id, "name": r.name, "description": r.description,
         "resource_kind": r.resource_kind, "status": r.status, "active": r.active and not flags,
@@ -106,7 +105,8 @@ def _service_row(r: ServiceRecord, content_hash: str, receiver_id: str | None) -
     }
 
 
-def _child_rows(r: ServiceRecord, attributes: list[hsds.Attribute]) -> dict[type[Any], list[dict[str, Any]]]:
+def _child_rows(r: ServiceRecord,
+                attributes: list[directory_record.Attribute]) -> dict[type[Any], list[dict[str, Any]]]:
     sid = r.id
     return {
         ServiceCategory: [{"service_id": sid, "pmks_code": c} for c in r.pmks],
@@ -277,28 +277,34 @@ def record_of(svc: Service) -> ServiceRecord:
         status=svc.status, alternate_name=svc.alternate_name, url=svc.url, email=svc.email,
         organization=OrganizationInfo(org.id, org.name, org.alternate_name, org.description, org.email,
                                       org.website),
-        contacts=tuple(hsds.Contact(id=c.id, email=c.email, name=c.name, title=c.title, department=c.department,
-                                    webhook_url=c.webhook_url, phones=tuple(hsds.Phone(**p) for p in c.phones))
-                       for c in svc.contacts),
-        schedules=tuple(hsds.Schedule(**{k: getattr(x, k) for k in hsds.Schedule.__dataclass_fields__})
-                        for x in svc.schedules),
-        locations=tuple(hsds.ServiceAtLocation(id=x.id, description=x.description, location=hsds.Location(
-            **{k: getattr(x.location, k) for k in hsds.Location.__dataclass_fields__ if k != "addresses"},
-            addresses=tuple(hsds.Address(**a) for a in x.location.addresses))) for x in svc.service_at_locations),
+        contacts=tuple(
+            directory_record.Contact(
+                id=c.id, email=c.email, name=c.name, title=c.title, department=c.department,
+                webhook_url=c.webhook_url, phones=tuple(directory_record.Phone(**p) for p in c.phones))
+            for c in svc.contacts),
+        schedules=tuple(
+            directory_record.Schedule(**{k: getattr(x, k) for k in directory_record.Schedule.__dataclass_fields__})
+            for x in svc.schedules),
+        locations=tuple(
+            directory_record.ServiceAtLocation(id=x.id, description=x.description, location=directory_record.Location(
+                **{k: getattr(x.location, k) for k in directory_record.Location.__dataclass_fields__
+                   if k != "addresses"},
+                addresses=tuple(directory_record.Address(**a) for a in x.location.addresses)))
+            for x in svc.service_at_locations),
         other_attributes=tuple(
-            hsds.Attribute(id=a.id, value=a.value, label=a.label, term=hsds.Term(
-                **{k: getattr(a.term, k) for k in hsds.Term.__dataclass_fields__}))
+            directory_record.Attribute(id=a.id, value=a.value, label=a.label, term=directory_record.Term(
+                **{k: getattr(a.term, k) for k in directory_record.Term.__dataclass_fields__}))
             for a in svc.attributes if a.term.taxonomy not in PROJECT_TAXONOMIES),
         capacities=tuple(Capacity(id=c.id, available=c.available, maximum=c.maximum,
-                                  unit=hsds.Unit(**c.unit) if c.unit else None, description=c.description,
-                                  updated=c.updated) for c in svc.capacities),
+                                  unit=directory_record.Unit(**c.unit) if c.unit else None,
+                                  description=c.description, updated=c.updated) for c in svc.capacities),
         extra=dict(svc.extra or {}),
     )
 
 
 def render(svc: Service) -> dict[str, Any]:
     """HSDS service_full, and what the directory knows on top of it under `rujukan`."""
-    out = hsds.to_hsds(record_of(svc), seats_available=svc.seats_available)
+    out = to_hsds(record_of(svc), seats_available=svc.seats_available)
     out["rujukan"] = {
         "matchable": svc.active, "flags": list(svc.flags), "seats_available": svc.seats_available,
         # Who receives its proposals (an operator issues this receiver's system tokens at notify).
@@ -393,8 +399,8 @@ async def set_capacity(s: AsyncSession, service_id: str, available: int, maximum
     """Declare the seat capacity (the live count is this less the seats held now)."""
     rec = await _current(s, service_id)
     seats = rec.seats
-    new = Capacity(id=seats.id if seats else hsds.stable_id(rec.id, "capacity", "seats"), available=available,
-                   maximum=maximum, unit=seats.unit if seats else None,
+    new = Capacity(id=seats.id if seats else directory_record.stable_id(rec.id, "capacity", "seats"),
+                   available=available, maximum=maximum, unit=seats.unit if seats else None,
                    description=seats.description if seats else None, updated=utcnow().isoformat())
     caps = tuple(new if c is seats else c for c in rec.capacities) if seats else (*rec.capacities, new)
     return (await write_records(s, [replace(rec, capacities=caps)], facts_changed=False))[0]
@@ -501,7 +507,7 @@ async def _report_reused_contacts(sessions: async_sessionmaker[AsyncSession], re
             if c.id not in others and first.other_organization_id != rec.organization_id:
                 others[c.id] = first
         for contact_id, other in others.items():
-            p.issues.append(hsds.Issue(
+            p.issues.append(Issue(
                 p.contact_fields.get(contact_id, "contacts"),
                 f"contact id '{contact_id}' is already used by service '{other.other_service_id}' of another "
                 f"organisation ('{other.other_organization_id}'): here it is a receiver of its own (its own "

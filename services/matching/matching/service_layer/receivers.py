@@ -17,7 +17,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from matching.adapters.orm import Contact, Outbox, Receiver, Service
-from matching.domain.hsds import ServiceRecord
+from matching.domain.directory_record import ServiceRecord
 from shared.events import Envelope, ReceiverRegistered, new_id, utcnow
 from shared.outbox import outbox_row
 
