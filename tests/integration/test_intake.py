@@ -14,7 +14,7 @@ from intake.adapters.orm import Outbox
 from intake.bootstrap import create_app
 from intake.domain.model import ReferralRequest
 from intake.service_layer.agencies import Agencies
-from intake.service_layer.services import Intake
+from intake.service_layer.referrals import Intake
 from intake.settings import Settings
 from shared.db import make_engine, sessions, upgrade
 from shared.events import Envelope, NotificationSent, Recipient, ReferralMatched

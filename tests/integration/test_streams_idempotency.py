@@ -123,9 +123,9 @@ async def test_intake_records_one_timeline_entry_per_event(
         ))
         sent = wrap(NotificationSent(referral_id=rid, delivery_id=new_id(), decision_id=decision_id,
                                      receiver_id="01RCV1"))
-        await intake.apply([message(matched)])
-        await intake.apply([message(matched, 2), message(sent)])
-        await handle_racing(intake.apply, [[message(sent, 2)], [message(matched, 3), message(sent, 3)]])
+        await intake.handle([message(matched)])
+        await intake.handle([message(matched, 2), message(sent)])
+        await handle_racing(intake.handle, [[message(sent, 2)], [message(matched, 3), message(sent, 3)]])
 
         view = (await client.get(f"/v1/referrals/{rid}", headers={"Authorization": f"Bearer {DEMO_KEY}"})).json()
         kinds = [t["kind"] for t in view["timeline"]]

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from intake.domain.model import may_move
-from intake.service_layer.services import timeline_step
+from intake.service_layer.referrals import timeline_step
 from notify.domain.messages import proposal
 from shared.events import NotificationFailed, NotificationSent, ReferralMatched, ReferralUnmatched, ReferralWaitlisted
 from shared.vocab import ReferralStatus
@@ -28,14 +28,14 @@ def matched(urgency: str = "routine") -> ReferralMatched:
 def test_each_decision_moves_the_referral_with_its_reasons() -> None:
     step = timeline_step(matched())
     assert step is not None
-    assert step[1:4] == ("proposed", ReferralStatus.proposed, "matching")
-    assert "kursi tersedia 3/12" in step[4] and "seats available 3/12" in step[5]
+    assert (step.kind, step.status, step.actor) == ("proposed", ReferralStatus.proposed, "matching")
+    assert "kursi tersedia 3/12" in step.reason_id and "seats available 3/12" in step.reason_en
     common = dict(referral_id="01R", decision_id="D", pmks_category="fakir_miskin", region_code="53.71",
                   urgency="routine", reasons_id=["penuh"], reasons_en=["full"])
     waitlisted = timeline_step(ReferralWaitlisted.model_validate(common))
     unmatched = timeline_step(ReferralUnmatched.model_validate(common))
-    assert waitlisted is not None and waitlisted[2] == ReferralStatus.waitlisted
-    assert unmatched is not None and unmatched[2] == ReferralStatus.unmatched
+    assert waitlisted is not None and waitlisted.status == ReferralStatus.waitlisted
+    assert unmatched is not None and unmatched.status == ReferralStatus.unmatched
 
 
 def test_notifications_add_a_step_without_changing_the_status() -> None:
@@ -43,8 +43,9 @@ def test_notifications_add_a_step_without_changing_the_status() -> None:
                                           receiver_id="c"))
     failed = timeline_step(NotificationFailed(referral_id="01R", delivery_id="X", decision_id="D",
                                               receiver_id="c", reason="SMTP 550"))
-    assert sent is not None and sent[1:3] == ("notified", None)
-    assert failed is not None and failed[1:3] == ("notification_failed", None) and "SMTP 550" in failed[4]
+    assert sent is not None and (sent.kind, sent.status) == ("notified", None)
+    assert failed is not None and (failed.kind, failed.status) == ("notification_failed", None)
+    assert "SMTP 550" in failed.reason_id
 
 
 @pytest.mark.parametrize(

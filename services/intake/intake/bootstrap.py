@@ -13,7 +13,7 @@ from intake.adapters.crypto import FieldCipher, KeyringError
 from intake.adapters.orm import AuditEntry, Outbox
 from intake.entrypoints import agencies, http, receivers, sealed
 from intake.service_layer.agencies import Agencies
-from intake.service_layer.services import Intake
+from intake.service_layer.referrals import Intake
 from intake.settings import Settings
 from shared.audit import install_audit
 from shared.http import ERROR_RESPONSES, install_error_handlers
@@ -44,7 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await intake.agencies.deactivate(DEMO_AGENCY_ID)
         app.state.runtime, app.state.intake, app.state.settings = rt, intake, settings
         rt.workers.start(relay)
-        rt.consume("intake", intake.apply)
+        rt.consume("intake", intake.handle)
         try:
             yield
         finally:

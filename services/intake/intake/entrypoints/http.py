@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response,
 
 from intake.adapters.orm import Agency, Referral, TimelineEntry
 from intake.domain.model import CancelRequest, ReferralRequest
-from intake.service_layer.services import Intake, NotFound, NotOpen, ReferralConflict
+from intake.service_layer.referrals import Intake, NotFound, NotOpen, ReferralConflict
 from shared.http import BearerToken, unauthorized
 from shared.vocab import ReferralStatus
 

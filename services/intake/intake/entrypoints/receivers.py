@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 
 from intake.entrypoints.http import IntakeDep
-from intake.service_layer.services import NotFound
+from intake.service_layer.referrals import NotFound
 from intake.service_layer.sharing import CredentialRevoked, NotYours, read_for_receiver
 from shared.grants import Grant, InvalidGrant, verify
 from shared.http import BearerToken

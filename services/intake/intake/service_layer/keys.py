@@ -29,7 +29,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from intake.adapters.crypto import DIGEST_PREFIX, FieldCipher, KeyringError
 from intake.adapters.orm import Referral
 from intake.domain.model import ReferralRequest
-from intake.service_layer.services import request_bytes
+from intake.service_layer.referrals import request_bytes
 
 log = logging.getLogger("rujukan.intake.keys")
 

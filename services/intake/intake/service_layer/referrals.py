@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Table, insert, select
@@ -204,43 +204,39 @@ class Intake:
 
     # --- events from matching and notify --------------------------------------------------
 
-    async def apply(self, messages: list[Message]) -> None:
+    async def handle(self, messages: list[Message]) -> None:
         """Apply a batch of events in one transaction; each event takes effect once."""
         async with self.sessions() as s, s.begin():
             for m in await first_time(s, ProcessedEvent, messages):
-                await self._apply_one(s, m.envelope, m.data)
+                handler = HANDLERS.get(type(m.data))
+                if handler is not None:  # else an event intake has no use for
+                    await handler(s, m.envelope, m.data)
 
-    async def _apply_one(self, s: AsyncSession, env: Envelope, data: EventData) -> None:
-        if isinstance(data, ReceiverCredentialRevoked):
-            # The grants that credential obtained are refused from now on (sharing.py).
-            if await s.get(RevokedCredential, data.credential_id) is None:
-                s.add(RevokedCredential(credential_id=data.credential_id))
-            return
-        step = timeline_step(data)
-        if step is None:
-            return  # an event intake has no use for
-        referral_id, kind, status, actor, reason_id, reason_en = step
-        referral = await s.get(Referral, referral_id, with_for_update=True)
-        if referral is None:
-            return  # not ours (another intake's referral, or purged)
-        moved = status is not None and may_move(referral.status, status)
-        if moved:
-            assert status is not None
-            referral.status = status
-            referral.updated_at = utcnow()
-            if isinstance(data, ReferralMatched):
-                referral.matched_service = {
-                    "decision_id": data.decision_id,
-                    "service_id": data.service_id, "service_name": data.service_name,
-                    "organization_name": data.organization_name, "resource_kind": data.resource_kind,
-                    "hold_expires_at": data.hold_expires_at.isoformat() if data.hold_expires_at else None,
-                    # Who may read the person's details once they accept (see sharing.py).
-                    "recipient_receiver_ids": [r.receiver_id for r in data.recipients],
-                }
-        s.add(TimelineEntry(
-            referral_id=referral_id, event_id=env.id, at=env.time, kind=kind,
-            status=status if moved else None, actor=actor, reason_id=reason_id, reason_en=reason_en,
-        ))
+
+async def revoke_credential(s: AsyncSession, env: Envelope, data: ReceiverCredentialRevoked) -> None:
+    """The grants that credential obtained are refused from now on (sharing.py)."""
+    if await s.get(RevokedCredential, data.credential_id) is None:
+        s.add(RevokedCredential(credential_id=data.credential_id))
+
+
+async def record_step(s: AsyncSession, env: Envelope, data: EventData) -> None:
+    """Add the event's step to its referral's timeline, moving the status where allowed."""
+    step = TIMELINE_STEPS[type(data)](data)
+    referral = await s.get(Referral, step.referral_id, with_for_update=True)
+    if referral is None:
+        return  # not ours (another intake's referral, or purged)
+    moved = step.status is not None and may_move(referral.status, step.status)
+    if moved:
+        assert step.status is not None
+        referral.status = step.status
+        referral.updated_at = utcnow()
+        if step.matched_service is not None:
+            referral.matched_service = step.matched_service
+    s.add(TimelineEntry(
+        referral_id=step.referral_id, event_id=env.id, at=env.time, kind=step.kind,
+        status=step.status if moved else None, actor=step.actor, reason_id=step.reason_id,
+        reason_en=step.reason_en,
+    ))
 
 
 def request_bytes(req: ReferralRequest) -> bytes:
@@ -248,33 +244,61 @@ def request_bytes(req: ReferralRequest) -> bytes:
     return req.model_dump_json().encode()
 
 
-def timeline_step(data: EventData) -> tuple[str, str, ReferralStatus | None, str, str, str] | None:
-    """(referral_id, kind, new status, actor, reason in Bahasa Indonesia, reason in English)."""
-    if isinstance(data, ReferralMatched):
-        return (data.referral_id, "proposed", ReferralStatus.proposed, "matching",
-                f"Diusulkan ke {data.service_name} ({data.organization_name}): " + "; ".join(data.reasons_id),
-                f"Proposed to {data.service_name} ({data.organization_name}): " + "; ".join(data.reasons_en))
-    if isinstance(data, ReferralWaitlisted):
-        return (data.referral_id, "waitlisted", ReferralStatus.waitlisted, "matching",
-                "; ".join(data.reasons_id), "; ".join(data.reasons_en))
-    if isinstance(data, ReferralUnmatched):
-        return (data.referral_id, "unmatched", ReferralStatus.unmatched, "matching",
-                "; ".join(data.reasons_id), "; ".join(data.reasons_en))
-    if isinstance(data, ReferralStatusChanged):
-        return status_step(data)
-    if isinstance(data, ReferralResponseRefused):
-        why_id, why_en = reason_label(data.reason_code)
-        return (data.referral_id, "response_refused", None, f"receiver:{data.responder_receiver_id}",
-                f"Tanggapan '{data.response}' dari penerima tidak diterapkan: {why_id}",
-                f"The receiver's '{data.response}' was not applied: {why_en}")
-    if isinstance(data, NotificationFailed):
-        return (data.referral_id, "notification_failed", None, "notify",
-                f"Pemberitahuan gagal dikirim: {data.reason}", f"Notification failed: {data.reason}")
-    if isinstance(data, NotificationSent):
-        what_id, what_en = NOTICES.get(data.kind, ("Pemberitahuan", "Notification"))
-        return (data.referral_id, "notified", None, "notify",
-                f"{what_id} terkirim ke penerima", f"{what_en} sent to the receiver")
-    return None
+@dataclass(frozen=True, slots=True)
+class TimelineStep:
+    """What an event adds to its referral's timeline, and the status it moves to (if any)."""
+
+    referral_id: str
+    kind: str
+    status: ReferralStatus | None
+    actor: str
+    reason_id: str  # in Bahasa Indonesia
+    reason_en: str
+    # A proposal's service, kept on the referral when it moves to proposed.
+    matched_service: dict[str, Any] | None = None
+
+
+def proposed_step(d: ReferralMatched) -> TimelineStep:
+    return TimelineStep(
+        d.referral_id, "proposed", ReferralStatus.proposed, "matching",
+        f"Diusulkan ke {d.service_name} ({d.organization_name}): " + "; ".join(d.reasons_id),
+        f"Proposed to {d.service_name} ({d.organization_name}): " + "; ".join(d.reasons_en),
+        matched_service={
+            "decision_id": d.decision_id,
+            "service_id": d.service_id, "service_name": d.service_name,
+            "organization_name": d.organization_name, "resource_kind": d.resource_kind,
+            "hold_expires_at": d.hold_expires_at.isoformat() if d.hold_expires_at else None,
+            # Who may read the person's details once they accept (see sharing.py).
+            "recipient_receiver_ids": [r.receiver_id for r in d.recipients],
+        })
+
+
+def waitlisted_step(d: ReferralWaitlisted) -> TimelineStep:
+    return TimelineStep(d.referral_id, "waitlisted", ReferralStatus.waitlisted, "matching",
+                        "; ".join(d.reasons_id), "; ".join(d.reasons_en))
+
+
+def unmatched_step(d: ReferralUnmatched) -> TimelineStep:
+    return TimelineStep(d.referral_id, "unmatched", ReferralStatus.unmatched, "matching",
+                        "; ".join(d.reasons_id), "; ".join(d.reasons_en))
+
+
+def refused_step(d: ReferralResponseRefused) -> TimelineStep:
+    why_id, why_en = reason_label(d.reason_code)
+    return TimelineStep(d.referral_id, "response_refused", None, f"receiver:{d.responder_receiver_id}",
+                        f"Tanggapan '{d.response}' dari penerima tidak diterapkan: {why_id}",
+                        f"The receiver's '{d.response}' was not applied: {why_en}")
+
+
+def notification_failed_step(d: NotificationFailed) -> TimelineStep:
+    return TimelineStep(d.referral_id, "notification_failed", None, "notify",
+                        f"Pemberitahuan gagal dikirim: {d.reason}", f"Notification failed: {d.reason}")
+
+
+def notified_step(d: NotificationSent) -> TimelineStep:
+    what_id, what_en = NOTICES.get(d.kind, ("Pemberitahuan", "Notification"))
+    return TimelineStep(d.referral_id, "notified", None, "notify",
+                        f"{what_id} terkirim ke penerima", f"{what_en} sent to the receiver")
 
 
 # What notify sent to the receiver, by kind.
@@ -286,13 +310,13 @@ NOTICES = {
 }
 
 
-def status_step(d: ReferralStatusChanged) -> tuple[str, str, ReferralStatus | None, str, str, str]:
+def status_step(d: ReferralStatusChanged) -> TimelineStep:
     """A step of the closed loop: who (the receiver, or matching for an expiry) and why."""
     svc = f"{d.service_name} ({d.organization_name})" if d.service_name else d.service_id
     if d.status == "hold_expired":
-        return (d.referral_id, "hold_expired", None, d.actor,
-                f"{svc} tidak menanggapi dalam batas waktu; kursi dilepas dan rujukan dialihkan",
-                f"{svc} did not answer in time; the seat was released and the referral moves on")
+        return TimelineStep(d.referral_id, "hold_expired", None, d.actor,
+                            f"{svc} tidak menanggapi dalam batas waktu; kursi dilepas dan rujukan dialihkan",
+                            f"{svc} did not answer in time; the seat was released and the referral moves on")
     why_id, why_en = reason_label(d.reason_code or d.outcome_code)
     words = {
         "accepted": ("Diterima oleh", "Accepted by"),
@@ -300,10 +324,31 @@ def status_step(d: ReferralStatusChanged) -> tuple[str, str, ReferralStatus | No
         "in_progress": ("Layanan dimulai oleh", "Service started by"),
         "completed": ("Selesai di", "Completed at"),
     }[d.status]
-    return (d.referral_id, d.status, ReferralStatus(d.status), d.actor,
-            f"{words[0]} {svc}" + (f": {why_id}" if why_id else ""),
-            f"{words[1]} {svc}" + (f": {why_en}" if why_en else ""))
+    return TimelineStep(d.referral_id, d.status, ReferralStatus(d.status), d.actor,
+                        f"{words[0]} {svc}" + (f": {why_id}" if why_id else ""),
+                        f"{words[1]} {svc}" + (f": {why_en}" if why_en else ""))
 
 
-def iso(dt: datetime) -> str:
-    return dt.isoformat()
+# Which step each event adds to the timeline, by its exact type.
+TIMELINE_STEPS: dict[type[EventData], Callable[[Any], TimelineStep]] = {
+    ReferralMatched: proposed_step,
+    ReferralWaitlisted: waitlisted_step,
+    ReferralUnmatched: unmatched_step,
+    ReferralStatusChanged: status_step,
+    ReferralResponseRefused: refused_step,
+    NotificationSent: notified_step,
+    NotificationFailed: notification_failed_step,
+}
+
+
+def timeline_step(data: EventData) -> TimelineStep | None:
+    """The step an event adds to the timeline; None for an event that adds none."""
+    step_of = TIMELINE_STEPS.get(type(data))
+    return step_of(data) if step_of is not None else None
+
+
+# Which handler answers each event intake reads, by its exact type.
+HANDLERS: dict[type[EventData], Callable[[AsyncSession, Envelope, Any], Awaitable[None]]] = {
+    ReceiverCredentialRevoked: revoke_credential,
+    **{event_type: record_step for event_type in TIMELINE_STEPS},
+}

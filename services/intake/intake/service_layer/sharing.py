@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from intake.adapters.orm import Agency, Referral, RevokedCredential, TimelineEntry
-from intake.service_layer.services import Intake, NotFound
+from intake.service_layer.referrals import Intake, NotFound
 from shared.events import new_id, utcnow
 from shared.grants import Grant
 from shared.vocab import ReferralStatus
