@@ -29,7 +29,7 @@ from typing import Any
 from bench.smtp_sink import SmtpSink
 from notify.adapters.mailer import Mailer
 from notify.bootstrap import MIGRATIONS
-from notify.service_layer import services as after
+from notify.service_layer import deliveries as after
 from shared.db import make_engine, sessions, upgrade
 from shared.events import Envelope, Recipient, ReferralMatched, new_id, utcnow
 from shared.streams import Message

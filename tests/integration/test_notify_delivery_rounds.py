@@ -17,7 +17,7 @@ from sqlalchemy import text
 
 from notify.adapters.mailer import Mailer
 from notify.bootstrap import MIGRATIONS
-from notify.service_layer.services import Notify
+from notify.service_layer.deliveries import Notify
 from shared.db import make_engine, sessions, upgrade
 from shared.events import utcnow
 from shared.mailcatcher import MailCatcher

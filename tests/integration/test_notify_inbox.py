@@ -22,7 +22,7 @@ from sqlalchemy import text
 from notify.adapters.mailer import Mailer
 from notify.bootstrap import create_app
 from notify.service_layer.credentials import Credentials
-from notify.service_layer.services import Notify
+from notify.service_layer.deliveries import Notify
 from notify.settings import Settings
 from shared.db import make_engine, sessions, upgrade
 from shared.events import (

@@ -13,8 +13,8 @@ from notify.adapters.mailer import Mailer
 from notify.adapters.orm import AuditEntry, Outbox
 from notify.entrypoints import http, inbox
 from notify.service_layer.credentials import Credentials
+from notify.service_layer.deliveries import Notify
 from notify.service_layer.inbox import Inbox
-from notify.service_layer.services import Notify
 from notify.settings import Settings
 from shared.audit import install_audit
 from shared.http import ERROR_RESPONSES, install_error_handlers

@@ -75,7 +75,7 @@ class Proposal(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-class Response(Base):
+class ReceiverResponse(Base):
     """Each response a receiver gave, with the credential (session or token) it came with."""
 
     __tablename__ = "response"

@@ -5,10 +5,8 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
-from sqlalchemy import select
 
-from notify.adapters.orm import Delivery
-from notify.service_layer.services import Notify
+from notify.service_layer.deliveries import Notify
 from shared.operators import Role, operator_with
 
 
@@ -28,11 +26,9 @@ router = APIRouter(prefix="/v1", dependencies=[Depends(admin)])
 
 @router.get("/deliveries")
 async def deliveries(referral_id: str, notify: NotifyDep) -> dict[str, Any]:
-    async with notify.sessions() as s:
-        rows = (await s.scalars(select(Delivery).where(Delivery.referral_id == referral_id)
-                                .order_by(Delivery.created_at))).all()
     return {"items": [
         {"id": d.id, "decision_id": d.decision_id, "receiver_id": d.receiver_id,
          "state": d.state, "attempts": d.attempts, "last_error": d.last_error,
-         "sent_at": d.sent_at.isoformat() if d.sent_at else None} for d in rows
+         "sent_at": d.sent_at.isoformat() if d.sent_at else None}
+        for d in await notify.deliveries_of(referral_id)
     ]}

@@ -17,8 +17,7 @@ from fastapi.responses import RedirectResponse
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from notify.adapters.orm import Proposal
-from notify.adapters.orm import Response as ResponseRow
+from notify.adapters.orm import Proposal, ReceiverResponse
 from notify.service_layer.credentials import Credential, Credentials, LinkUnusable, NoAddress, UnknownReceiver
 from notify.service_layer.inbox import Conflict, Inbox, NotFound, NotOpened
 from shared.grants import sign
@@ -148,7 +147,7 @@ class InboxPage(BaseModel):
     offset: int
 
 
-def proposal_view(p: Proposal, responses: list[ResponseRow] | None = None) -> ProposalView:
+def proposal_view(p: Proposal, responses: list[ReceiverResponse] | None = None) -> ProposalView:
     return ProposalView(
         id=p.decision_id, referral_id=p.referral_id, service_id=p.service_id, service_name=p.service_name,
         organization_name=p.organization_name, pmks_category=p.pmks_category, region_code=p.region_code,

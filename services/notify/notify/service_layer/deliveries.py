@@ -1,4 +1,4 @@
-"""Notify's use cases: turn decisions into deliveries, and deliver them.
+"""Deliveries: turn decisions into mails to their receivers, and send them.
 
 A delivery row is written in the same transaction as the event that caused it (one per
 decision, recipient and kind: the proposal, or a notice that closes it), and the mail is
@@ -13,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -23,10 +25,11 @@ from notify.adapters.mailer import Mailer
 from notify.adapters.orm import Delivery, Outbox, ProcessedEvent, SigninCode
 from notify.domain.messages import access_section, proposal, token_section
 from notify.service_layer.credentials import discard_system_tokens, mint_signin_code, mint_system_token, register
-from notify.service_layer.inbox import apply_closed_loop, record_proposal, urgent_of
+from notify.service_layer.inbox import CLOSED_LOOP, record_proposal, urgent_of
 from shared.db import first_time
 from shared.events import (
     Envelope,
+    EventData,
     NotificationFailed,
     NotificationSent,
     ReceiverRegistered,
@@ -65,38 +68,24 @@ class Notify:
         urgent = False
         async with self.sessions() as s, s.begin():
             for m in await first_time(s, ProcessedEvent, messages):
-                if isinstance(m.data, ReceiverRegistered):
-                    await register(s, m.data)
-                    continue
-                if isinstance(m.data, ReferralMatched):
-                    created += await self._deliveries_for(s, m.data)
-                    await record_proposal(s, m.data)
-                else:
-                    n = await apply_closed_loop(s, m.data)
+                handler = HANDLERS.get(type(m.data))
+                if handler is None:
+                    continue  # an event notify has no use for
+                n = await handler(s, m.data)
+                if n:
                     created += n
-                    if not n:
-                        continue
-                urgent = urgent or urgent_of(str(m.envelope.data.get("urgency")),
-                                             list(m.envelope.data.get("risk_flags", [])))
+                    urgent = urgent or urgent_of(str(m.envelope.data.get("urgency")),
+                                                 list(m.envelope.data.get("risk_flags", [])))
         if created:
             if urgent:
                 self._urgent_queued.set()
             self._wake.set()
 
-    async def _deliveries_for(self, s: AsyncSession, e: ReferralMatched) -> int:
-        existing = set((await s.scalars(select(Delivery.receiver_id)
-                                        .where(Delivery.decision_id == e.decision_id,
-                                               Delivery.kind == "proposal"))).all())
-        subject, body = proposal(e)
-        n = 0
-        for r in e.recipients:
-            if r.receiver_id in existing:
-                continue
-            s.add(Delivery(id=new_id(), referral_id=e.referral_id, decision_id=e.decision_id,
-                           receiver_id=r.receiver_id, kind="proposal", email=r.email, subject=subject,
-                           body=body, urgent=urgent_of(e.urgency, e.risk_flags)))
-            n += 1
-        return n
+    async def deliveries_of(self, referral_id: str) -> list[Delivery]:
+        """A referral's deliveries, oldest first (for operators: how mail went)."""
+        async with self.sessions() as s:
+            return list((await s.scalars(select(Delivery).where(Delivery.referral_id == referral_id)
+                                         .order_by(Delivery.created_at))).all())
 
     # --- the delivery worker ----------------------------------------------------------
 
@@ -280,6 +269,38 @@ class Notify:
                 add_events(s, Outbox, events)
         if events:
             self.relay.kick()
+
+
+async def register_receiver(s: AsyncSession, e: ReceiverRegistered) -> int:
+    await register(s, e)
+    return 0
+
+
+async def queue_proposal(s: AsyncSession, e: ReferralMatched) -> int:
+    """One proposal mail per recipient not yet sent this decision, and the inbox's item."""
+    existing = set((await s.scalars(select(Delivery.receiver_id)
+                                    .where(Delivery.decision_id == e.decision_id,
+                                           Delivery.kind == "proposal"))).all())
+    subject, body = proposal(e)
+    n = 0
+    for r in e.recipients:
+        if r.receiver_id in existing:
+            continue
+        s.add(Delivery(id=new_id(), referral_id=e.referral_id, decision_id=e.decision_id,
+                       receiver_id=r.receiver_id, kind="proposal", email=r.email, subject=subject,
+                       body=body, urgent=urgent_of(e.urgency, e.risk_flags)))
+        n += 1
+    await record_proposal(s, e)
+    return n
+
+
+# Which handler answers each event notify reads, by its exact type; each returns how many
+# deliveries it queued.
+HANDLERS: dict[type[EventData], Callable[[AsyncSession, Any], Awaitable[int]]] = {
+    ReceiverRegistered: register_receiver,
+    ReferralMatched: queue_proposal,
+    **CLOSED_LOOP,
+}
 
 
 @dataclass(frozen=True, slots=True)

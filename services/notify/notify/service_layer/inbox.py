@@ -10,14 +10,14 @@ expired meanwhile), and both land here too. How receivers sign in: service_layer
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from notify.adapters.orm import Delivery, Outbox, Proposal, Response
+from notify.adapters.orm import Delivery, Outbox, Proposal, ReceiverResponse
 from notify.domain.messages import notice
 from notify.service_layer.credentials import Credential, learn_from_proposal
 from shared.events import (
@@ -81,28 +81,40 @@ async def record_proposal(s: AsyncSession, e: ReferralMatched) -> None:
         ))
 
 
-async def apply_closed_loop(s: AsyncSession, data: EventData) -> int:
-    """Bring the inbox up to date with a step matching applied, or the agency's
-    cancellation, and queue the notices the recipients must get. Returns how many."""
-    if isinstance(data, ReferralStatusChanged):
-        items = await _items(s, Proposal.decision_id == data.decision_id)
-        if data.status == "hold_expired":
-            return await _close(s, [p for p in items if p.status == "proposed"], "expired", "hold_expired", None)
-        for p in items:
-            p.status, p.updated_at = data.status, utcnow()
-        return 0
-    if isinstance(data, ReferralResponseRefused):
-        items = await _items(s, Proposal.decision_id == data.decision_id)
-        closed = {"hold_expired": "expired", "cancelled": "cancelled", "not_current": "withdrawn"}
-        if data.reason_code in closed:
-            for p in items:
-                p.status, p.status_reason, p.updated_at = closed[data.reason_code], data.reason_code, utcnow()
-        return await _close(s, [p for p in items if p.receiver_id == data.responder_receiver_id], None,
-                            "response_refused", data.reason_code)
-    if isinstance(data, ReferralCancelled):
-        items = await _items(s, Proposal.referral_id == data.referral_id)
-        return await _close(s, [p for p in items if p.status in OPEN], "cancelled", "cancelled", data.reason_code)
+async def status_changed(s: AsyncSession, data: ReferralStatusChanged) -> int:
+    """A step matching applied: the inbox follows it; an expired hold is noticed to the recipients."""
+    items = await _items(s, Proposal.decision_id == data.decision_id)
+    if data.status == "hold_expired":
+        return await _close(s, [p for p in items if p.status == "proposed"], "expired", "hold_expired", None)
+    for p in items:
+        p.status, p.updated_at = data.status, utcnow()
     return 0
+
+
+async def response_refused(s: AsyncSession, data: ReferralResponseRefused) -> int:
+    """A response matching could not apply: the proposal closes where the reason says so,
+    and the receiver who gave it is told."""
+    items = await _items(s, Proposal.decision_id == data.decision_id)
+    closed = {"hold_expired": "expired", "cancelled": "cancelled", "not_current": "withdrawn"}
+    if data.reason_code in closed:
+        for p in items:
+            p.status, p.status_reason, p.updated_at = closed[data.reason_code], data.reason_code, utcnow()
+    return await _close(s, [p for p in items if p.receiver_id == data.responder_receiver_id], None,
+                        "response_refused", data.reason_code)
+
+
+async def referral_cancelled(s: AsyncSession, data: ReferralCancelled) -> int:
+    """The agency cancelled: every open proposal of the referral closes, with a notice."""
+    items = await _items(s, Proposal.referral_id == data.referral_id)
+    return await _close(s, [p for p in items if p.status in OPEN], "cancelled", "cancelled", data.reason_code)
+
+
+# The closed loop's steps, by exact event type; each returns how many notices it queued.
+CLOSED_LOOP: dict[type[EventData], Callable[[AsyncSession, Any], Awaitable[int]]] = {
+    ReferralStatusChanged: status_changed,
+    ReferralResponseRefused: response_refused,
+    ReferralCancelled: referral_cancelled,
+}
 
 
 async def _items(s: AsyncSession, where: object) -> list[Proposal]:
@@ -153,13 +165,13 @@ class Inbox:
             return list((await s.scalars(q.order_by(Proposal.created_at.desc(), Proposal.decision_id)
                                          .limit(limit).offset(offset))).all())
 
-    async def proposal(self, who: Credential, decision_id: str) -> tuple[Proposal, list[Response]]:
+    async def proposal(self, who: Credential, decision_id: str) -> tuple[Proposal, list[ReceiverResponse]]:
         """One of the receiver's proposals that this credential opens, and its responses."""
         async with self.sessions() as s:
             p = await self._opened(s, who, decision_id)
-            responses = list((await s.scalars(select(Response).where(
-                Response.decision_id == decision_id, Response.receiver_id == who.receiver_id)
-                .order_by(Response.created_at))).all())
+            responses = list((await s.scalars(select(ReceiverResponse).where(
+                ReceiverResponse.decision_id == decision_id, ReceiverResponse.receiver_id == who.receiver_id)
+                .order_by(ReceiverResponse.created_at))).all())
         return p, responses
 
     @staticmethod
@@ -189,7 +201,7 @@ class Inbox:
                 reason_code=reason_code, outcome_code=outcome_code, responder_receiver_id=who.receiver_id,
                 responded_at=now, urgency=p.urgency, risk_flags=p.risk_flags,
             ), source=SOURCE, subject=p.referral_id)
-            s.add(Response(id=event.id, decision_id=decision_id, receiver_id=who.receiver_id,
+            s.add(ReceiverResponse(id=event.id, decision_id=decision_id, receiver_id=who.receiver_id,
                            referral_id=p.referral_id, response=response, reason_code=reason_code,
                            outcome_code=outcome_code, credential_id=who.id, created_at=now))
             p.status, p.status_reason, p.updated_at = response, reason_code or outcome_code, now
