@@ -73,6 +73,12 @@ def test_no_personal_data_fields_in_any_event_schema() -> None:
     assert set(Recipient.model_fields) == {"receiver_id", "contact_id", "email", "language"}
 
 
+def test_no_event_type_subclasses_another() -> None:
+    # Handlers dispatch on the exact type: a subclass would make an event look like another.
+    for cls in EVENT_TYPES.values():
+        assert not [other for other in EVENT_TYPES.values() if other is not cls and issubclass(cls, other)], cls
+
+
 @pytest.mark.parametrize(
     ("urgency", "flags", "lane"),
     [("routine", [], SUBMITTED), ("priority", [], SUBMITTED), ("crisis", [], SUBMITTED_URGENT),
