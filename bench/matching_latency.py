@@ -44,9 +44,9 @@ from sqlalchemy import func, select, text
 from bench.stats import latency_summary
 from bench.workload import envelopes, load_directory, make_directory
 from matching.adapters.orm import Service, ServiceCategory
-from matching.service_layer import services as services_module
+from matching.service_layer import deciding as deciding_module
 from matching.service_layer import shortlist as shortlist_module
-from matching.service_layer.services import Matching
+from matching.service_layer.handlers import Matching
 from shared.db import make_engine, sessions
 from shared.events import ReferralSubmitted
 from shared.streams import Message
@@ -92,7 +92,7 @@ async def measure(size: int, database_url: str, decisions: int = 300, seed: int 
                         hold_urgent=timedelta(hours=4))
     # Count what each decision reads, by wrapping the candidate lookup it calls.
     read: list[int] = []
-    lookup = services_module.shortlist
+    lookup = deciding_module.shortlist
 
     async def counting(s: Any, facts: Any, **kw: Any) -> Any:
         found = await lookup(s, facts, **kw)
@@ -108,7 +108,7 @@ async def measure(size: int, database_url: str, decisions: int = 300, seed: int 
             read.append(len(views))
         return views
 
-    services_module.shortlist = counting  # type: ignore[assignment]
+    deciding_module.shortlist = counting  # type: ignore[assignment]
     matching.index.shortlist = counting_fast  # type: ignore[method-assign,assignment]
     try:
         batch = list(envelopes(directory, decisions + 20, seed))
@@ -144,7 +144,7 @@ async def measure(size: int, database_url: str, decisions: int = 300, seed: int 
             total = await s.scalar(select(func.count()).select_from(Service))
     finally:
         gc.unfreeze()
-        services_module.shortlist = lookup  # type: ignore[assignment]
+        deciding_module.shortlist = lookup  # type: ignore[assignment]
         await engine.dispose()
     summary = latency_summary(latencies)
     scan_s = sorted(x for x, _ in scan)[len(scan) // 2]

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 import matching
 from matching.adapters.orm import Decision, Outbox, ReferralCase, SeatHold, Service
 from matching.service_layer.directory import ServiceRecord, upsert_service
-from matching.service_layer.services import Matching
+from matching.service_layer.handlers import Matching
 from shared.db import make_engine, sessions, upgrade
 from shared.events import Envelope, EventData, ReferralResponse, ReferralSubmitted, new_id, utcnow
 from shared.streams import Message

@@ -12,7 +12,7 @@ from bench.profile import summarise
 from bench.stats import latency_summary, percentile
 from bench.workload import envelopes, make_directory, service_rows
 from matching.domain.decision import ServiceView, rank
-from matching.service_layer.services import facts_of
+from matching.service_layer.deciding import facts_of
 from shared.events import ReferralSubmitted
 from shared.streams import SUBMITTED, SUBMITTED_URGENT, stream_for
 

@@ -15,7 +15,7 @@ from matching.adapters.hsds_json import parse_document
 from matching.adapters.orm import AuditEntry, Outbox
 from matching.entrypoints import http
 from matching.service_layer.directory import import_parsed
-from matching.service_layer.services import Matching
+from matching.service_layer.handlers import Matching
 from matching.service_layer.workers import HoldExpiry, Waitlist
 from matching.settings import Settings
 from shared.audit import install_audit

@@ -17,7 +17,7 @@ from matching.adapters.hsds_json import parse_document, parse_service
 from matching.domain.directory_record import ServiceRecord
 from matching.domain.record_issues import Issue, Parsed
 from matching.service_layer import directory
-from matching.service_layer.services import Matching
+from matching.service_layer.handlers import Matching
 from shared import regions
 from shared.boundary import reads_body
 from shared.operators import Role, operator_with

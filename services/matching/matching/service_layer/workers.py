@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from matching.service_layer.services import Matching
+from matching.service_layer.handlers import Matching
 from shared.periodic import PeriodicWorker
 
 log = logging.getLogger("rujukan.matching")

@@ -1,0 +1,120 @@
+"""The closed loop after a proposal: the receiver's responses (accepted, in progress,
+completed, declined) and the agency's cancellation. What cannot apply is refused with why.
+
+Every change to a referral happens with its case row locked (seats.lock_case) and every
+seat moves with a conditional UPDATE (seats.confirm / seats.release).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from matching.adapters.orm import ReferralCase, SeatHold, Service
+from matching.service_layer import seats
+from matching.service_layer.deciding import SOURCE, Propose
+from shared.events import (
+    Envelope,
+    ReferralCancelled,
+    ReferralResponse,
+    ReferralResponseRefused,
+    ReferralStatusChanged,
+    utcnow,
+)
+
+log = logging.getLogger("rujukan.matching")
+
+# Where a case may be when each response arrives (the seat's own state is checked too).
+RESPONSE_FROM: dict[str, frozenset[str]] = {
+    "accepted": frozenset({"proposed"}),
+    "declined": frozenset({"proposed"}),
+    "in_progress": frozenset({"accepted"}),
+    "completed": frozenset({"accepted", "in_progress"}),
+}
+CLOSED = frozenset({"completed", "cancelled"})
+RefusalCode = Literal["hold_expired", "cancelled", "not_current", "invalid_transition"]
+
+
+
+async def respond(s: AsyncSession, e: ReferralResponse, freed: set[str], propose: Propose) -> list[Envelope]:
+    """A receiver's response: confirm or release the seat, move the case, propose the
+    next candidate after a decline. What cannot apply is refused with why."""
+    case = await seats.lock_case(s, e.referral_id)
+    hold = await s.scalar(select(SeatHold).where(SeatHold.decision_id == e.decision_id))
+
+    def refused(code: RefusalCode) -> list[Envelope]:
+        log.info("referral %s: %s response refused (%s)", e.referral_id, e.response, code)
+        return [Envelope.wrap(ReferralResponseRefused(
+            referral_id=e.referral_id, decision_id=e.decision_id, service_id=e.service_id, response=e.response,
+            responder_receiver_id=e.responder_receiver_id, reason_code=code,
+            urgency=e.urgency, risk_flags=e.risk_flags,
+        ), source=SOURCE, subject=e.referral_id)]
+
+    if (case is None or hold is None or hold.service_id != e.service_id or hold.referral_id != e.referral_id
+            or hold.receiver_id != e.responder_receiver_id):
+        # Only the receiver the proposal went to moves its seat.
+        return refused("not_current")
+    if e.response == "declined" and e.service_id not in (case.declined_service_ids or []):
+        # Even a decline that comes too late is remembered: never propose it there again.
+        case.declined_service_ids = [*(case.declined_service_ids or []), e.service_id]
+    if case.state == "cancelled":
+        return refused("cancelled")
+    if hold.state == "released" and hold.release_reason == "expired":
+        return [] if e.response == "declined" else refused("hold_expired")
+    if hold.state == "released" and hold.release_reason == e.response == "declined":
+        return []  # the same decline twice: it took effect once
+    if case.current_decision_id != e.decision_id:
+        return refused("not_current")
+    if case.state == e.response:
+        return []  # the same answer twice: it took effect once
+    if case.state not in RESPONSE_FROM[e.response]:
+        return refused("invalid_transition")
+
+    svc = await s.get(Service, hold.service_id)
+    changed = Envelope.wrap(ReferralStatusChanged(
+        referral_id=e.referral_id, decision_id=e.decision_id, service_id=e.service_id,
+        service_name=svc.name if svc else "", organization_name=svc.organization.name if svc else "",
+        status=e.response, reason_code=e.reason_code, outcome_code=e.outcome_code,
+        actor=f"receiver:{e.responder_receiver_id}", at=e.responded_at, urgency=e.urgency, risk_flags=e.risk_flags,
+    ), source=SOURCE, subject=e.referral_id)
+    case.updated_at = utcnow()
+    if e.response == "accepted":
+        if not await seats.confirm(s, hold.id):
+            return refused("invalid_transition")
+        case.state = "accepted"
+        return [changed]
+    if e.response == "in_progress":
+        case.state = "in_progress"
+        return [changed]
+    if e.response == "completed":
+        if await seats.release(s, hold.id, "completed"):
+            freed.add(hold.service_id)
+        case.state, case.current_decision_id = "completed", None
+        return [changed]
+    # declined: the seat goes back and the next candidate is proposed at once.
+    if not await seats.release(s, hold.id, "declined", only_held=True):
+        return refused("invalid_transition")
+    freed.add(hold.service_id)
+    return [changed, *await propose(s, case, trigger="declined")]
+
+async def cancel(s: AsyncSession, e: ReferralCancelled, freed: set[str]) -> list[Envelope]:
+    """The agency cancelled: release the seat. Intake has already recorded it and notify
+    tells the receiver, both from the same event; matching has nothing to add."""
+    case = await seats.lock_case(s, e.referral_id)
+    if case is None:
+        # Cancelled before its submission reached us (it waits in a longer lane): keep a
+        # tombstone so that the submission, when it comes, is not decided.
+        s.add(ReferralCase(referral_id=e.referral_id, facts={}, state="cancelled", declined_service_ids=[],
+                           lapsed_service_ids=[], urgent=False))
+        return []
+    if case.state in CLOSED:
+        return []
+    hold = await seats.live_hold(s, e.referral_id)
+    if hold is not None and await seats.release(s, hold.id, "cancelled"):
+        freed.add(hold.service_id)
+    case.state, case.current_decision_id, case.updated_at = "cancelled", None, utcnow()
+    log.info("referral %s cancelled by its agency", e.referral_id)
+    return []

@@ -1,0 +1,107 @@
+"""Matching's use cases, as the entry points and workers call them: a batch of events in
+one transaction (the table `HANDLERS` says which use case answers which event type), hold
+expiry, the waitlist, and the decisions recorded for a referral.
+
+Every change to a referral happens with its case row locked (seats.lock_case) and every
+seat moves with a conditional UPDATE (seats.take / seats.release), so several matching
+replicas can consume, expire and retry side by side.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from matching.adapters.orm import Decision, Outbox, ProcessedEvent, ReferralCase
+from matching.service_layer import closed_loop, deciding, holds
+from matching.service_layer.index import DirectoryIndex
+from matching.service_layer.waitlist import WaitlistRetry
+from shared.db import first_time
+from shared.events import Envelope, EventData, ReferralCancelled, ReferralResponse, ReferralSubmitted, utcnow
+from shared.outbox import OutboxRelay, add_events
+from shared.streams import Message
+
+
+@dataclass
+class Matching:
+    sessions: async_sessionmaker[AsyncSession]
+    relay: OutboxRelay
+    hold_routine: timedelta
+    hold_urgent: timedelta
+    # A hold is expired this long after its deadline, so that an answer given in time at
+    # the inbox (which refuses late answers itself) still reaches matching first.
+    hold_grace: timedelta = timedelta(minutes=2)
+    # This replica's own in-memory index of the directory (checked against the directory
+    # version on every decision).
+    index: DirectoryIndex = field(default_factory=DirectoryIndex)
+    waitlist: WaitlistRetry = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.waitlist = WaitlistRetry(self.sessions, self.relay, self.propose)
+
+    async def handle(self, messages: list[Message]) -> None:
+        """Apply a batch of events in one transaction; each event takes effect once."""
+        freed: set[str] = set()
+        async with self.sessions() as s, s.begin():
+            out: list[Envelope] = []
+            for m in await first_time(s, ProcessedEvent, messages):
+                handler = HANDLERS.get(type(m.data))
+                if handler is not None:
+                    out.extend(await handler(self, s, m.data, freed))
+            add_events(s, Outbox, out)
+        if out:
+            self.relay.kick()
+        if freed:
+            self.kick_waitlist(freed)
+
+    async def propose(self, s: AsyncSession, case: ReferralCase, *, trigger: str,
+                      quiet: bool = False) -> list[Envelope]:
+        return await deciding.propose(s, case, index=self.index, hold_routine=self.hold_routine,
+                                      hold_urgent=self.hold_urgent, trigger=trigger, quiet=quiet)
+
+    async def expire_due(self, now: datetime | None = None, limit: int = 100) -> int:
+        return await holds.expire_due(self.sessions, self.relay, self.propose,
+                                      cutoff=(now or utcnow()) - self.hold_grace, on_freed=self.kick_waitlist,
+                                      limit=limit)
+
+    def kick_waitlist(self, service_ids: Iterable[str] | None = None) -> None:
+        self.waitlist.kick(service_ids)
+
+    async def wait_for_waitlist_kick(self, timeout: float) -> set[str] | None:
+        return await self.waitlist.wait_for_kick(timeout)
+
+    async def retry_waitlist(self, service_ids: Iterable[str] | None = None, limit: int = 300) -> int:
+        return await self.waitlist.retry(service_ids, limit)
+
+    async def decisions_for(self, referral_id: str) -> list[Decision]:
+        async with self.sessions() as s:
+            return list((await s.scalars(select(Decision).where(Decision.referral_id == referral_id)
+                                         .order_by(Decision.created_at, Decision.id))).all())
+
+
+Handler = Callable[[Matching, AsyncSession, Any, set[str]], Awaitable[list[Envelope]]]
+
+
+async def _submitted(m: Matching, s: AsyncSession, e: ReferralSubmitted, freed: set[str]) -> list[Envelope]:
+    return await deciding.decide(s, e, m.propose)
+
+
+async def _responded(m: Matching, s: AsyncSession, e: ReferralResponse, freed: set[str]) -> list[Envelope]:
+    return await closed_loop.respond(s, e, freed, m.propose)
+
+
+async def _cancelled(m: Matching, s: AsyncSession, e: ReferralCancelled, freed: set[str]) -> list[Envelope]:
+    return await closed_loop.cancel(s, e, freed)
+
+
+# Which use case answers each event matching reads, by exact type; any other is ignored.
+HANDLERS: dict[type[EventData], Handler] = {
+    ReferralSubmitted: _submitted,
+    ReferralResponse: _responded,
+    ReferralCancelled: _cancelled,
+}
