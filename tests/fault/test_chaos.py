@@ -131,7 +131,8 @@ async def check(cs: ChaosStack, seats_before: dict[str, int]) -> dict[str, Any]:
         await client.aclose()
     for g in ("matching", "notify", "intake"):
         got = sorted(d["entry_id"] for d in letters[g])
-        assert got == sorted(cs.tally.poison.get(g, [])), f"dead letters of {g}: {got}"
+        assert got == sorted(cs.tally.poison.get(g, [])), \
+            f"dead letters of {g}: {[(d['entry_id'], d.get('type'), d.get('error')) for d in letters[g]]}"
         assert all(d["error"] for d in letters[g])
     # -- outbox: everything published ----------------------------------------------------------
     for svc in ("intake", "matching", "notify"):
