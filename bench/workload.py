@@ -30,7 +30,7 @@ BENCH_AGENCY = "bench"
 
 @dataclass(frozen=True)
 class BenchService:
-    """One directory entry, with the keys `matching.service_layer.directory.ServiceRecord` has."""
+    """One directory entry, with the keys `matching.domain.directory_record.ServiceRecord` has."""
 
     id: str
     organization_id: str
@@ -198,7 +198,7 @@ async def load_directory(database_url: str, directory: Directory) -> None:
                     await conn.execute(insert(table), batch[i:i + 5000])
             # Written around write_records: move the directory version as it would, so that a
             # running matcher's in-memory index is seen to be stale.
-            from matching.service_layer.directory import version_bump
+            from matching.adapters.directory_repository import version_bump
 
             await conn.execute(version_bump())
             if engine.dialect.name == "postgresql":

@@ -12,8 +12,9 @@ from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 import matching
+from matching.adapters.directory_repository import upsert_service
 from matching.adapters.orm import Decision, Outbox, ReferralCase, SeatHold, Service
-from matching.service_layer.directory import ServiceRecord, upsert_service
+from matching.domain.directory_record import ServiceRecord
 from matching.service_layer.handlers import Matching
 from shared.db import make_engine, sessions, upgrade
 from shared.events import Envelope, EventData, ReferralResponse, ReferralSubmitted, new_id, utcnow

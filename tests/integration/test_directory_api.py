@@ -13,9 +13,9 @@ import httpx
 import pytest
 from sqlalchemy import update
 
+from matching.adapters.directory_repository import candidates
 from matching.adapters.orm import SeatHold, Service
 from matching.bootstrap import create_app
-from matching.service_layer.directory import candidates
 from matching.settings import Settings
 from shared.events import new_id, utcnow
 from tests.apps import DIRECTORY_KEY, OPERATOR_KEYS, running

@@ -16,11 +16,12 @@ from pathlib import Path
 
 from sqlalchemy import select, update
 
+from matching.adapters import directory_repository
 from matching.adapters.orm import DirectoryVersion, Service
 from matching.bootstrap import MIGRATIONS
 from matching.domain.decision import ReferralFacts, ServiceView, rank
+from matching.domain.directory_record import ServiceRecord
 from matching.service_layer import directory
-from matching.service_layer.directory import ServiceRecord
 from matching.service_layer.index import ENOUGH, DirectoryIndex
 from matching.service_layer.shortlist import shortlist
 from shared.db import make_engine, sessions, upgrade
@@ -71,7 +72,7 @@ async def test_index_decides_as_the_database_shortlist(database_url: str) -> Non
     index = DirectoryIndex()
     try:
         async with db() as s, s.begin():
-            await directory.write_records(s, make_directory(160))
+            await directory_repository.write_records(s, make_directory(160))
         answered = 0
         for i in range(40):
             f = facts(i)
@@ -113,7 +114,7 @@ async def test_a_change_by_another_process_is_seen_by_the_next_decision(database
     try:
         records = make_directory(160)
         async with db() as s, s.begin():
-            await directory.write_records(s, records)
+            await directory_repository.write_records(s, records)
             # Every service with a seat, so that the fast path answers throughout.
             await s.execute(update(Service).values(seats_available=3))
 
@@ -140,7 +141,7 @@ async def test_a_change_by_another_process_is_seen_by_the_next_decision(database
         # A change made here, through an import of the edited record: seen at once too.
         rec = next(r for r in records if r.id == second)
         async with db() as s, s.begin():
-            written = await directory.write_records(s, [ServiceRecord(**{
+            written = await directory_repository.write_records(s, [ServiceRecord(**{
                 **{k: getattr(rec, k) for k in ("id", "organization_id", "organization_name", "name",
                                                  "resource_kind", "pmks", "contact_id", "contact_email",
                                                  "online", "support_types", "policies", "minimum_age",
@@ -156,7 +157,7 @@ async def test_a_change_by_another_process_is_seen_by_the_next_decision(database
         version = latest.version
         async with db() as s, s.begin():
             again = [r for r in records if r.id not in (first, second)][:5]
-            assert {w.outcome for w in await directory.write_records(s, again)} == {"unchanged"}
+            assert {w.outcome for w in await directory_repository.write_records(s, again)} == {"unchanged"}
             assert await s.scalar(select(DirectoryVersion.version)) == version
     finally:
         await engine.dispose()
@@ -172,7 +173,7 @@ async def test_seats_are_read_live_not_from_the_index(database_url: str) -> None
     f = facts(2, modality="any", languages=("id", "jv", "bbc"), gender="female", age_band="25-29")
     try:
         async with db() as s, s.begin():
-            await directory.write_records(s, make_directory(160))
+            await directory_repository.write_records(s, make_directory(160))
             await s.execute(update(Service).values(seats_available=3))
         async with db() as s, s.begin():
             views = await index.shortlist(s, f, frozenset(), frozenset())
@@ -199,7 +200,7 @@ async def test_a_capacity_change_is_seen_without_rebuilding_the_index(database_u
     f = facts(2, modality="any", languages=("id", "jv", "bbc"), gender="female", age_band="25-29")
     try:
         async with db() as s, s.begin():
-            await directory.write_records(s, make_directory(160))
+            await directory_repository.write_records(s, make_directory(160))
             await s.execute(update(Service).values(seats_available=0))
         async with db() as s, s.begin():
             await index.shortlist(s, f, frozenset(), frozenset())
@@ -218,7 +219,7 @@ async def test_a_capacity_change_is_seen_without_rebuilding_the_index(database_u
         # A change of fixed facts does move it.
         async with db() as s, s.begin():
             rec = next(r for r in make_directory(160) if r.id == target)
-            await directory.write_records(s, [replace_name(rec)])
+            await directory_repository.write_records(s, [replace_name(rec)])
         assert await _version(db) == before + 1
     finally:
         await engine.dispose()

@@ -9,10 +9,11 @@ import random
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import DBAPIError
 
+from matching.adapters import directory_repository
 from matching.adapters.orm import SeatHold, Service
 from matching.bootstrap import MIGRATIONS
+from matching.domain.directory_record import ServiceRecord
 from matching.service_layer import directory
-from matching.service_layer.directory import ServiceRecord
 from shared.db import make_engine, sessions, upgrade
 from shared.events import new_id, utcnow
 
@@ -28,7 +29,7 @@ async def test_capacity_declared_during_seat_taking_never_overbooks(database_url
     db = sessions(engine)
     try:
         async with db() as s, s.begin():
-            await directory.write_records(s, [SERVICE])
+            await directory_repository.write_records(s, [SERVICE])
         declared: list[int] = []
 
         async def take() -> None:

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from sqlalchemy import update
 
 from matching.adapters.orm import Service
-from matching.service_layer.directory import ServiceRecord
+from matching.domain.directory_record import ServiceRecord
 from shared.events import (
     Envelope,
     ReferralCancelled,

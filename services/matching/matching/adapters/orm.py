@@ -127,7 +127,7 @@ class Receiver(Base):
 
 class DirectoryVersion(Base):
     """One row whose `version` moves in the same transaction as every directory write
-    (service_layer.directory.write_records): each matching replica keeps its own in-memory
+    (adapters.directory_repository.write_records): each matching replica keeps its own in-memory
     index of the directory and compares this number, one cheap read per decision, to know
     whether the index is still the directory's. Seat counts are not part of it (read live)."""
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import math
 from typing import Annotated, Any
@@ -59,15 +58,10 @@ def not_found(service_id: str) -> HTTPException:
     return HTTPException(404, detail=f"no service '{service_id}'")
 
 
-async def wake_waitlist(request: Request, service_ids: list[str]) -> None:
+def wake_waitlist(matching: Matching, service_ids: list[str]) -> None:
     """More seats or a service matchable anew: waitlisted referrals may fit now."""
-    if not service_ids:
-        return
-    kick = getattr(request.app.state.matching, "kick_waitlist", None)
-    if kick is not None:
-        result = kick(service_ids)
-        if inspect.isawaitable(result):
-            await result
+    if service_ids:
+        matching.kick_waitlist(service_ids)
 
 
 def woken(written: directory.Written) -> list[str]:
@@ -75,11 +69,10 @@ def woken(written: directory.Written) -> list[str]:
 
 
 async def _rendered(sessions: async_sessionmaker[AsyncSession], service_id: str) -> dict[str, Any]:
-    async with sessions() as s:
-        svc = await directory.load(s, service_id)
-        if svc is None:
-            raise not_found(service_id)
-        return directory.render(svc)
+    try:
+        return await directory.service_full(sessions, service_id)
+    except directory.NotFound as e:
+        raise not_found(service_id) from e
 
 
 def _record(body: dict[str, Any], service_id: str | None = None) -> ServiceRecord:
@@ -116,11 +109,10 @@ async def list_services(
             regions.validate(region)
         except ValueError as e:
             raise HTTPException(422, detail=[{"field": "region", "reason": str(e), "type": "value_error"}]) from e
-    async with sessions() as s:
-        found = await directory.search(
-            s, taxonomy_term=taxonomy_term, taxonomy_term_id=taxonomy_term_id, region=region,
-            organization_id=organization_id, text=search, matchable=matchable, page=page, per_page=per_page)
-        contents = [directory.render(x) for x in found.items]
+    found = await directory.find(
+        sessions, taxonomy_term=taxonomy_term, taxonomy_term_id=taxonomy_term_id, region=region,
+        organization_id=organization_id, text=search, matchable=matchable, page=page, per_page=per_page)
+    contents = found.services
     total_pages = math.ceil(found.total / per_page)
     return {
         "total_items": found.total, "total_pages": total_pages, "page_number": page, "size": len(contents),
@@ -146,15 +138,14 @@ CSV_EXAMPLE = ("id,name,organization_id,organization_name,resource_kind,pmks,are
 @router.post("/services", status_code=201)
 async def create_service(
     body: Annotated[dict[str, Any], Body(description="an HSDS service_full", examples=[SERVICE_EXAMPLE])],
-    request: Request, response: Response, sessions: SessionsDep,
+    response: Response, sessions: SessionsDep, matching: MatchingDep,
 ) -> dict[str, Any]:
     rec = _record(body)
     try:
-        async with sessions() as s, s.begin():
-            written = await directory.create(s, rec)
+        written = await directory.add_service(sessions, rec)
     except directory.AlreadyExists as e:
         raise HTTPException(409, detail=f"service '{rec.id}' exists: PUT /v1/services/{rec.id} to change it") from e
-    await wake_waitlist(request, woken(written))
+    wake_waitlist(matching, woken(written))
     response.headers["Location"] = f"/v1/services/{rec.id}"
     return await _rendered(sessions, rec.id)
 
@@ -168,39 +159,37 @@ async def get_service(service_id: str, sessions: SessionsDep) -> dict[str, Any]:
 async def replace_service(
     service_id: str, body: Annotated[dict[str, Any], Body(
         description="an HSDS service_full", examples=[{k: v for k, v in SERVICE_EXAMPLE.items() if k != "id"}])],
-    request: Request, sessions: SessionsDep,
+    sessions: SessionsDep, matching: MatchingDep,
 ) -> dict[str, Any]:
     rec = _record(body, service_id)
     try:
-        async with sessions() as s, s.begin():
-            written = await directory.replace_record(s, rec)
+        written = await directory.replace_service(sessions, rec)
     except directory.NotFound as e:
         raise not_found(service_id) from e
-    await wake_waitlist(request, woken(written))
+    wake_waitlist(matching, woken(written))
     return await _rendered(sessions, service_id)
 
 
-async def _status(request: Request, sessions: async_sessionmaker[AsyncSession], service_id: str,
+async def _status(matching: Matching, sessions: async_sessionmaker[AsyncSession], service_id: str,
                   status: str) -> dict[str, Any]:
     try:
-        async with sessions() as s, s.begin():
-            written = await directory.set_status(s, service_id, status)
+        written = await directory.change_status(sessions, service_id, status)
     except directory.NotFound as e:
         raise not_found(service_id) from e
-    await wake_waitlist(request, woken(written))
+    wake_waitlist(matching, woken(written))
     return await _rendered(sessions, service_id)
 
 
 @router.post("/services/{service_id}/deactivate")
-async def deactivate_service(service_id: str, request: Request, sessions: SessionsDep) -> dict[str, Any]:
+async def deactivate_service(service_id: str, sessions: SessionsDep, matching: MatchingDep) -> dict[str, Any]:
     """No new referral is matched to it (seats already held stay with their referrals)."""
-    return await _status(request, sessions, service_id, "inactive")
+    return await _status(matching, sessions, service_id, "inactive")
 
 
 @router.post("/services/{service_id}/activate")
-async def activate_service(service_id: str, request: Request, sessions: SessionsDep) -> dict[str, Any]:
+async def activate_service(service_id: str, sessions: SessionsDep, matching: MatchingDep) -> dict[str, Any]:
     """Active again; matchable when it has no flags (`rujukan.flags` says what is missing)."""
-    return await _status(request, sessions, service_id, "active")
+    return await _status(matching, sessions, service_id, "active")
 
 
 class CapacityIn(BaseModel):
@@ -219,15 +208,14 @@ class CapacityIn(BaseModel):
 
 
 @router.put("/services/{service_id}/capacity")
-async def update_capacity(service_id: str, body: CapacityIn, request: Request,
-                          sessions: SessionsDep) -> dict[str, Any]:
+async def update_capacity(service_id: str, body: CapacityIn, sessions: SessionsDep,
+                          matching: MatchingDep) -> dict[str, Any]:
     """Live seats become `available` less the seats held now for referrals."""
     try:
-        async with sessions() as s, s.begin():
-            written = await directory.set_capacity(s, service_id, body.available, body.maximum)
+        written = await directory.declare_capacity(sessions, service_id, body.available, body.maximum)
     except directory.NotFound as e:
         raise not_found(service_id) from e
-    await wake_waitlist(request, woken(written))
+    wake_waitlist(matching, woken(written))
     return await _rendered(sessions, service_id)
 
 
@@ -236,7 +224,7 @@ async def update_capacity(service_id: str, body: CapacityIn, request: Request,
                          "example": [SERVICE_EXAMPLE]},
     "text/csv": {"schema": {"type": "string"}, "example": CSV_EXAMPLE}}}})
 @reads_body("application/json", "+json", "text/csv", "application/csv", max_bytes_setting="directory_import_max_bytes")
-async def import_directory(request: Request, sessions: SessionsDep) -> dict[str, Any]:
+async def import_directory(request: Request, sessions: SessionsDep, matching: MatchingDep) -> dict[str, Any]:
     """HSDS JSON (`application/json`: one service_full or organization_full, or a list of
     them) or the project's CSV (`text/csv`, see docs/directory-csv.md). Reports per record
     what was created, updated, unchanged, flagged or rejected, and why."""
@@ -265,7 +253,7 @@ async def import_directory(request: Request, sessions: SessionsDep) -> dict[str,
     else:
         raise HTTPException(415, detail="send application/json (HSDS) or text/csv (the project's CSV)")
     report = await directory.import_parsed(sessions, items)
-    await wake_waitlist(request, report.woke)
+    wake_waitlist(matching, report.woke)
     return report.as_dict()
 
 
