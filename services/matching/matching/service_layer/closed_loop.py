@@ -38,7 +38,6 @@ CLOSED = frozenset({"completed", "cancelled"})
 RefusalCode = Literal["hold_expired", "cancelled", "not_current", "invalid_transition"]
 
 
-
 async def respond(s: AsyncSession, e: ReferralResponse, freed: set[str], propose: Propose) -> list[Envelope]:
     """A receiver's response: confirm or release the seat, move the case, propose the
     next candidate after a decline. What cannot apply is refused with why."""
