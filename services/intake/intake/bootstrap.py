@@ -11,7 +11,7 @@ from fastapi import FastAPI
 
 from intake.adapters.crypto import FieldCipher, KeyringError
 from intake.adapters.orm import AuditEntry, Outbox
-from intake.entrypoints import agencies, http, receivers, sealed
+from intake.entrypoints import agencies, http, receivers, sealed, vocabularies
 from intake.service_layer.agencies import Agencies
 from intake.service_layer.referrals import Intake
 from intake.settings import Settings
@@ -60,6 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(http.router, responses=ERROR_RESPONSES)
     app.include_router(receivers.router, responses=ERROR_RESPONSES)
     app.include_router(agencies.router, responses=ERROR_RESPONSES)
+    app.include_router(vocabularies.router, responses=ERROR_RESPONSES)
     return app
 
 
