@@ -49,7 +49,7 @@ from matching.service_layer import shortlist as shortlist_module
 from matching.service_layer.handlers import Matching
 from shared.db import make_engine, sessions
 from shared.events import ReferralSubmitted
-from shared.streams import Message
+from shared.streams.consumer import Message
 
 TABLES = ("seat_hold", "decision", "referral_case", "outbox", "processed_event", "service_area",
           "service_category", "service_capacity", "contact", "schedule", "attribute", "service_at_location",

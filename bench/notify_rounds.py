@@ -32,7 +32,7 @@ from notify.bootstrap import MIGRATIONS
 from notify.service_layer import deliveries as after
 from shared.db import make_engine, sessions, upgrade
 from shared.events import Envelope, Recipient, ReferralMatched, new_id, utcnow
-from shared.streams import Message
+from shared.streams.consumer import Message
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = "services/notify/notify/service_layer/services.py"

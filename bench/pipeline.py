@@ -14,7 +14,7 @@ from typing import Any
 
 from bench.flow import Probe
 from bench.workload import Directory, envelopes
-from shared.streams import DECISIONS, DECISIONS_URGENT, NOTIFICATIONS, stream_for
+from shared.streams.topology import DECISIONS, DECISIONS_URGENT, NOTIFICATIONS, stream_for
 
 END_TYPES = {
     "notification.sent.v2": "end",

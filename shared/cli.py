@@ -34,15 +34,10 @@ from shared.events import BadEvent
 from shared.operators import Role, entry_for, new_key
 from shared.ops import is_dead_letter_id, letter_view, replay_as_it_was
 from shared.settings import ServiceSettings
-from shared.streams import (
-    TOPOLOGY,
-    connect,
-    dead_letters,
-    discard_dead_letter,
-    find_dead_letter,
-    stream_report,
-    trim_streams,
-)
+from shared.streams.dead_letters import dead_letters, discard_dead_letter, find_dead_letter
+from shared.streams.janitor import trim_streams
+from shared.streams.report import stream_report
+from shared.streams.topology import TOPOLOGY, connect
 
 app = typer.Typer(help="Rujukan operator tools.", no_args_is_help=True)
 letters_app = typer.Typer(help="Entries a consumer could not process.", no_args_is_help=True)

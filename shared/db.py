@@ -17,7 +17,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
 from shared.events import utcnow
 
 if TYPE_CHECKING:
-    from shared.streams import Message
+    from shared.streams.consumer import Message
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",

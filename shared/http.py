@@ -54,7 +54,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _unavailable(request: Request, exc: Exception) -> ProblemResponse:
         # The database or Redis away (a restart, a failover) is not the caller's fault and
         # not a bug: say so with 503 and when to retry, and log one line, not a traceback.
-        from shared.streams import is_transient
+        from shared.streams.consumer import is_transient
 
         if not is_transient(exc):
             raise exc  # a bug: the server logs it with its traceback and answers 500

@@ -20,7 +20,9 @@ from pydantic import BaseModel
 from shared.audit import audit_log
 from shared.events import BadEvent, parse_entry
 from shared.operators import Role, operator_with
-from shared.streams import TOPOLOGY, dead_letters, find_dead_letter, replay_dead_letter, stream_report
+from shared.streams.dead_letters import dead_letters, find_dead_letter, replay_dead_letter
+from shared.streams.report import stream_report
+from shared.streams.topology import TOPOLOGY
 
 # A Redis stream entry id: "<milliseconds>-<sequence>".
 DEAD_LETTER_ID = r"^\d{1,20}-\d{1,20}$"

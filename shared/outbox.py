@@ -41,7 +41,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.events import Envelope, utcnow
-from shared.streams import PREFIX, stream_for
+from shared.streams.topology import PREFIX, stream_for
 
 log = logging.getLogger("rujukan.outbox")
 

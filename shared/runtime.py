@@ -79,7 +79,7 @@ class Runtime:
 
     def __init__(self, settings: Any, migrations_dir: Any) -> None:
         from shared.db import make_engine, sessions
-        from shared.streams import connect
+        from shared.streams.topology import connect
 
         self.settings = settings
         self.migrations_dir = migrations_dir
@@ -94,7 +94,8 @@ class Runtime:
         """Migrate the database and provision every stream and group at id 0, before any
         consumer or publisher runs. Waits for Redis and the database to be reachable."""
         from shared.db import upgrade
-        from shared.streams import StreamJanitor, provision
+        from shared.streams.janitor import StreamJanitor
+        from shared.streams.topology import provision
 
         await _until_ready("database", lambda: upgrade(self.settings.database_url, self.migrations_dir))
         await _until_ready("redis", lambda: provision(self.redis))
@@ -104,7 +105,8 @@ class Runtime:
         self.workers.start(self.janitor)
 
     def consume(self, group: str, handler: Any) -> Any:
-        from shared.streams import TOPOLOGY, StreamConsumer
+        from shared.streams.consumer import StreamConsumer
+        from shared.streams.topology import TOPOLOGY
 
         s = self.settings
         # Unique per consumer, not only per process: two apps in one process (tests) or two

@@ -18,7 +18,7 @@ from matching.domain.directory_record import ServiceRecord
 from matching.service_layer.handlers import Matching
 from shared.db import make_engine, sessions, upgrade
 from shared.events import Envelope, EventData, ReferralResponse, ReferralSubmitted, new_id, utcnow
-from shared.streams import Message
+from shared.streams.consumer import Message
 from shared.vocab import SUPPORT_GROUP_KINDS
 
 MIGRATIONS = Path(matching.__file__).parent / "migrations"

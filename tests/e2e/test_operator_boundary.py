@@ -17,7 +17,7 @@ import redis
 
 from shared.mailcatcher import MailCatcher
 from shared.operators import Role
-from shared.streams import SUBMITTED
+from shared.streams.topology import SUBMITTED
 from tests.apps import AUDIT_KEY, ROLE_KEYS
 from tests.e2e.conftest import StackFactory
 from tests.e2e.test_closed_loop import Loop

@@ -34,7 +34,7 @@ from shared.devstack import APP_SERVICES, Stack
 from shared.events import Envelope
 from shared.mailcatcher import MailCatcher
 from shared.redis_server import RedisProcess, free_port
-from shared.streams import DECISIONS, SUBMITTED, dead_letter_stream, stats_key
+from shared.streams.topology import DECISIONS, SUBMITTED, dead_letter_stream, stats_key
 from tests.apps import DEMO_KEY, OPERATOR_KEYS, TEST_KEYS
 from tests.servers import PostgresProcess
 

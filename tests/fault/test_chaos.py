@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from shared.streams import dead_letters, stream_groups
+from shared.streams.dead_letters import dead_letters
+from shared.streams.topology import stream_groups
 from tests.fault.chaos import ChaosStack
 
 N = int(os.environ.get("SOAK_N", "500"))

@@ -14,7 +14,7 @@ from matching.adapters.orm import Decision
 from matching.bootstrap import create_app
 from matching.settings import Settings
 from shared.events import Envelope
-from shared.streams import DECISIONS_URGENT, SUBMITTED, SUBMITTED_URGENT, provision, publish
+from shared.streams.topology import DECISIONS_URGENT, SUBMITTED, SUBMITTED_URGENT, provision, publish
 from tests.apps import OPERATOR_KEYS, eventually, running
 from tests.matching_kit import World, submitted
 

@@ -28,7 +28,7 @@ from shared.events import Envelope, ReceiverRegistered
 from shared.mailcatcher import MailCatcher
 from shared.operators import Role
 from shared.problems import PROBLEM_MEDIA_TYPE
-from shared.streams import publish
+from shared.streams.topology import publish
 from tests.apps import DEMO_KEY, GRANT_SECRET, OPERATOR_KEYS, ROLE_KEYS, TEST_KEYS, bearer, eventually
 from tests.integration.test_intake import body as referral
 from tests.integration.test_notify_inbox import mailed_token

@@ -19,7 +19,7 @@ from intake.settings import Settings
 from shared.db import make_engine, sessions, upgrade
 from shared.events import Envelope, NotificationSent, Recipient, ReferralMatched
 from shared.outbox import OutboxRelay
-from shared.streams import DECISIONS, NOTIFICATIONS, SUBMITTED, SUBMITTED_URGENT, connect, provision, publish
+from shared.streams.topology import DECISIONS, NOTIFICATIONS, SUBMITTED, SUBMITTED_URGENT, connect, provision, publish
 from tests.apps import DEMO_KEY, TEST_KEYS, eventually, running
 from tests.unit.test_referral_request import VALID
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from intake.bootstrap import create_app
 from shared.events import Envelope, ReferralResponseRefused, ReferralStatusChanged, ReferralWaitlisted, utcnow
-from shared.streams import CANCELLATIONS, CANCELLATIONS_URGENT, publish
+from shared.streams.topology import CANCELLATIONS, CANCELLATIONS_URGENT, publish
 from tests.apps import eventually, running
 from tests.integration.test_intake import AUTH, body, matched, settings
 

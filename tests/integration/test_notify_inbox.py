@@ -39,7 +39,7 @@ from shared.events import (
 )
 from shared.grants import verify
 from shared.mailcatcher import MailCatcher
-from shared.streams import CREDENTIALS, RESPONSES, RESPONSES_URGENT, publish
+from shared.streams.topology import CREDENTIALS, RESPONSES, RESPONSES_URGENT, publish
 from tests.apps import GRANT_SECRET, ONBOARDING_KEY, OPERATIONS_KEY, OPERATOR_KEYS, bearer, eventually, running
 from tests.matching_kit import message
 

@@ -9,7 +9,7 @@ from typing import Any
 from intake.bootstrap import create_app
 from shared.events import Envelope, ReceiverCredentialRevoked, ReferralStatusChanged, utcnow
 from shared.grants import sign
-from shared.streams import CREDENTIALS, publish
+from shared.streams.topology import CREDENTIALS, publish
 from tests.apps import GRANT_SECRET, eventually, running
 from tests.integration.test_intake import AUTH, body, matched, settings
 

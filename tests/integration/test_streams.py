@@ -17,18 +17,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from shared.events import Envelope, ReferralSubmitted
-from shared.streams import (
-    Message,
-    StreamConsumer,
-    connect,
-    dead_letter_stream,
-    dead_letters,
-    forget_idle_consumers,
-    provision,
-    replay_dead_letter,
-    replay_stream,
-    stats_key,
-)
+from shared.streams.consumer import Message, StreamConsumer
+from shared.streams.dead_letters import dead_letters, replay_dead_letter
+from shared.streams.janitor import forget_idle_consumers
+from shared.streams.topology import connect, dead_letter_stream, provision, replay_stream, stats_key
 
 
 def submitted(referral_id: str | None = None, **over: Any) -> Envelope:
@@ -365,7 +357,7 @@ async def _eq(value: Callable[[], int], n: int) -> bool:
 def test_what_counts_as_the_infrastructure_being_away() -> None:
     from sqlalchemy.exc import OperationalError
 
-    from shared.streams import is_transient
+    from shared.streams.consumer import is_transient
 
     class ConnectionDoesNotExistError(Exception):  # asyncpg's, by name
         pass

@@ -28,7 +28,8 @@ from shared.db import upgrade
 from shared.events import Envelope
 from shared.mailcatcher import MailCatcher
 from shared.redis_server import RedisProcess, free_port
-from shared.streams import SUBMITTED, Message, StreamConsumer, dead_letter_stream, provision, replay_stream
+from shared.streams.consumer import Message, StreamConsumer
+from shared.streams.topology import SUBMITTED, dead_letter_stream, provision, replay_stream
 from tests.apps import DEMO_KEY, OPERATIONS_KEY, OPERATOR_KEYS, TEST_KEYS, eventually, running
 from tests.integration.test_streams import submitted
 from tests.unit.test_referral_request import VALID

@@ -23,7 +23,8 @@ from notify.settings import Settings as NotifySettings
 from shared.events import Envelope, EventData, NotificationSent, Recipient, ReferralMatched, new_id, parse_entry
 from shared.mailcatcher import MailCatcher
 from shared.redis_server import RedisProcess, free_port
-from shared.streams import Message, publish
+from shared.streams.consumer import Message
+from shared.streams.topology import publish
 from tests.apps import DEMO_KEY, OPERATOR_KEYS, TEST_KEYS, eventually, running
 from tests.integration.test_streams import submitted
 from tests.unit.test_referral_request import VALID

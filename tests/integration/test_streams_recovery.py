@@ -21,7 +21,9 @@ from shared.db import OutboxMixin, make_engine, new_metadata, sessions
 from shared.events import Envelope, ReferralSubmitted
 from shared.outbox import OutboxRelay, add_events, watermark_key
 from shared.redis_server import RedisProcess, free_port
-from shared.streams import SUBMITTED, SUBMITTED_URGENT, Message, StreamConsumer, connect, provision, trim_streams
+from shared.streams.consumer import Message, StreamConsumer
+from shared.streams.janitor import trim_streams
+from shared.streams.topology import SUBMITTED, SUBMITTED_URGENT, connect, provision
 from tests.integration.test_streams import Lane, submitted, until
 
 

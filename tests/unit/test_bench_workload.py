@@ -14,7 +14,7 @@ from bench.workload import envelopes, make_directory, service_rows
 from matching.domain.decision import ServiceView, rank
 from matching.service_layer.deciding import facts_of
 from shared.events import ReferralSubmitted
-from shared.streams import SUBMITTED, SUBMITTED_URGENT, stream_for
+from shared.streams.topology import SUBMITTED, SUBMITTED_URGENT, stream_for
 
 
 def _views(directory):  # type: ignore[no-untyped-def]

@@ -15,7 +15,7 @@ from shared.events import (
     ReferralSubmitted,
     parse_entry,
 )
-from shared.streams import DECISIONS, DECISIONS_URGENT, SUBMITTED, SUBMITTED_URGENT, stream_for
+from shared.streams.topology import DECISIONS, DECISIONS_URGENT, SUBMITTED, SUBMITTED_URGENT, stream_for
 
 
 def submitted(**over: object) -> ReferralSubmitted:

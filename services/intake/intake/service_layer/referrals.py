@@ -33,7 +33,7 @@ from shared.events import (
     utcnow,
 )
 from shared.outbox import OutboxRelay, add_events, outbox_row
-from shared.streams import Message
+from shared.streams.consumer import Message
 from shared.vocab import OPEN_STATUSES, ReferralStatus, age_band, reason_label
 
 SOURCE = "rujukan/intake"

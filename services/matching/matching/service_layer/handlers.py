@@ -24,7 +24,7 @@ from matching.service_layer.waitlist import WaitlistRetry
 from shared.db import first_time
 from shared.events import Envelope, EventData, ReferralCancelled, ReferralResponse, ReferralSubmitted, utcnow
 from shared.outbox import OutboxRelay, add_events
-from shared.streams import Message
+from shared.streams.consumer import Message
 
 
 @dataclass

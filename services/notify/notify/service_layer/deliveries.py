@@ -38,7 +38,7 @@ from shared.events import (
     utcnow,
 )
 from shared.outbox import OutboxRelay, add_events
-from shared.streams import Message
+from shared.streams.consumer import Message
 
 log = logging.getLogger("rujukan.notify")
 SOURCE = "rujukan/notify"

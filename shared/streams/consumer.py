@@ -1,4 +1,4 @@
-"""Stream topology and the one stream consumer every service uses.
+"""The one stream consumer every service uses, and its per-entry policy.
 
 Why not FastStream subscribers: FastStream creates consumer groups at `$` (skipping what was
 published before), never reclaims a dead consumer's entries without `min_idle_time`, has no
@@ -12,7 +12,6 @@ on a bad entry.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -20,144 +19,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.events import BadEvent, Envelope, EventData, parse_entry
-from shared.periodic import PeriodicWorker
-from shared.vocab import is_urgent
+from shared.streams.dead_letters import DEAD_LETTER, dead_letter_call
+from shared.streams.janitor import FORGET_CONSUMERS
+from shared.streams.topology import decoded, ensure_groups, error_key, provision, replay_stream, stats_key
 
 log = logging.getLogger("rujukan.streams")
-
-PREFIX = "rujukan"
-
-# Two lanes per flow: a crisis (or any risk flag) is never queued behind routine work.
-SUBMITTED_URGENT = f"{PREFIX}:referral.submitted:urgent"
-SUBMITTED = f"{PREFIX}:referral.submitted"
-DECISIONS_URGENT = f"{PREFIX}:referral.decisions:urgent"
-DECISIONS = f"{PREFIX}:referral.decisions"
-RESPONSES_URGENT = f"{PREFIX}:referral.responses:urgent"
-RESPONSES = f"{PREFIX}:referral.responses"
-CANCELLATIONS_URGENT = f"{PREFIX}:referral.cancellations:urgent"
-CANCELLATIONS = f"{PREFIX}:referral.cancellations"
-NOTIFICATIONS = f"{PREFIX}:notification.events"
-# Receivers: identities matching issues (-> notify), credentials notify revokes (-> intake).
-RECEIVERS = f"{PREFIX}:receiver.registrations"
-CREDENTIALS = f"{PREFIX}:receiver.credentials"
-
-# Consumer group (one per service) -> the streams it reads, every urgent lane first.
-TOPOLOGY: dict[str, list[str]] = {
-    "matching": [SUBMITTED_URGENT, RESPONSES_URGENT, CANCELLATIONS_URGENT, SUBMITTED, RESPONSES, CANCELLATIONS],
-    "notify": [DECISIONS_URGENT, CANCELLATIONS_URGENT, DECISIONS, CANCELLATIONS, RECEIVERS],
-    # A revoked credential is read before routine work: the grants it obtained die with it.
-    "intake": [DECISIONS_URGENT, CREDENTIALS, DECISIONS, NOTIFICATIONS],
-}
-
-# Event family (the type's first two parts) -> (urgent lane, routine lane). Every other
-# `referral.*` event is matching's (decisions and the closed-loop steps it applied).
-LANES: dict[str, tuple[str, str]] = {
-    "referral.submitted": (SUBMITTED_URGENT, SUBMITTED),
-    "referral.response": (RESPONSES_URGENT, RESPONSES),
-    "referral.cancelled": (CANCELLATIONS_URGENT, CANCELLATIONS),
-}
-
-
-def dead_letter_stream(group: str) -> str:
-    return f"{PREFIX}:dead-letter:{group}"
-
-
-def stream_for(envelope: Envelope) -> str:
-    """Where an event is published: its flow, and the urgent lane when the case is urgent."""
-    family = envelope.type.split(".")
-    data = envelope.data
-    urgent = is_urgent(str(data.get("urgency", "routine")), list(data.get("risk_flags", [])))
-    if family[0] == "referral":
-        lanes = LANES.get(".".join(family[:2]), (DECISIONS_URGENT, DECISIONS))
-        return lanes[0] if urgent else lanes[1]
-    if family[0] == "notification":
-        return NOTIFICATIONS
-    if envelope.type.startswith("receiver.registered."):
-        return RECEIVERS
-    if envelope.type.startswith("receiver.credential_revoked."):
-        return CREDENTIALS
-    raise ValueError(f"no stream for event type {envelope.type}")
-
-
-def replay_stream(group: str) -> str:
-    """Where an operator's replayed dead letters go: read by that group only, so a replay
-    never reaches the other groups of the original stream."""
-    return f"{PREFIX}:replay:{group}"
-
-
-def stats_key(group: str) -> str:
-    return f"{PREFIX}:stats:{group}"
-
-
-def _error_key(group: str, stream: str, entry_id: str) -> str:
-    return f"{PREFIX}:error:{group}:{stream}:{entry_id}"
-
-
-def group_streams(group: str, topology: dict[str, list[str]] | None = None) -> list[str]:
-    """The streams a group reads, most urgent first, then its replay stream."""
-    streams = list((topology or TOPOLOGY).get(group, []))
-    return [*streams, replay_stream(group)] if replay_stream(group) not in streams else streams
-
-
-def stream_groups(topology: dict[str, list[str]] | None = None) -> dict[str, list[str]]:
-    """Stream -> the groups that must read every entry of it (the inverse of TOPOLOGY)."""
-    out: dict[str, list[str]] = {}
-    for group in topology or TOPOLOGY:
-        for stream in group_streams(group, topology):
-            out.setdefault(stream, []).append(group)
-    return out
-
-
-def connect(url: str) -> aioredis.Redis:
-    """A client that retries its own connection errors, so a Redis restart is ridden out.
-
-    The asyncio client needs the asyncio Retry: given redis.retry.Retry it never retries."""
-    return aioredis.Redis.from_url(
-        url,
-        retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=5),
-        retry_on_error=[RedisConnectionError, RedisTimeoutError, ConnectionResetError],
-        health_check_interval=15,
-        socket_keepalive=True,
-    )
-
-
-async def provision(redis: aioredis.Redis, topology: dict[str, list[str]] | None = None) -> None:
-    """Create every stream and consumer group (and each group's replay stream) at id 0,
-    idempotently, before anything runs.
-
-    At `0` (not `$`) so that whatever was published before a group existed is still read:
-    this is also what makes a flushed Redis safe, since the relays publish again into
-    groups provisioned again at 0.
-    """
-    for group in topology or TOPOLOGY:
-        await ensure_groups(redis, group, group_streams(group, topology))
-
-
-async def ensure_groups(redis: aioredis.Redis, group: str, streams: Iterable[str]) -> None:
-    for stream in streams:
-        try:
-            await redis.xgroup_create(stream, group, id="0", mkstream=True)
-        except ResponseError as e:
-            if "BUSYGROUP" not in str(e):
-                raise
-
-
-async def publish(redis: aioredis.Redis, envelopes: Sequence[Envelope]) -> list[str]:
-    """XADD each envelope to its stream in one round trip; returns the entry ids."""
-    if not envelopes:
-        return []
-    pipe = redis.pipeline(transaction=False)
-    for env in envelopes:
-        pipe.xadd(stream_for(env), env.to_fields())  # type: ignore[arg-type]
-    ids = await pipe.execute()
-    return [_s(i) for i in ids]
 
 
 @dataclass(frozen=True)
@@ -231,82 +102,6 @@ class ConsumerStats:
     started_at: float = field(default_factory=time.time)
 
 
-# Dead-lettering is one atomic step: the entry is acknowledged and copied to the dead-letter
-# stream only if it was still pending in the group, so two consumers racing on the same
-# entry (a slow one and the one that reclaimed it) leave exactly one dead letter.
-_DEAD_LETTER = """
-if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return false end
-local fields = {}
-for i = 3, #ARGV do fields[#fields + 1] = ARGV[i] end
-local id = redis.call('XADD', KEYS[2], '*', unpack(fields))
-redis.call('DEL', KEYS[3])
-redis.call('HINCRBY', KEYS[4], 'dead_lettered', 1)
-return id
-"""
-
-# Replaying moves a dead letter: it is removed and put on the group's replay stream in one
-# step, so two operators replaying the same letter replay it once.
-_REPLAY = """
-if redis.call('XDEL', KEYS[1], ARGV[1]) == 0 then return false end
-local fields = {}
-for i = 2, #ARGV do fields[#fields + 1] = ARGV[i] end
-return redis.call('XADD', KEYS[2], '*', unpack(fields))
-"""
-
-# Trimming, atomically: the first id any group still needs is the lowest of, per group, its
-# oldest pending entry and the entry after its last delivered one. Everything below it was
-# acknowledged by every group. Nothing is trimmed while an expected group is missing (Redis
-# flushed and groups not yet provisioned again) or when the stream has no group at all.
-_TRIM = """
-local function parse(id)
-  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
-  return tonumber(ms), tonumber(seq)
-end
-local function before(a, b)
-  local am, as = parse(a)
-  local bm, bs = parse(b)
-  if am ~= bm then return am < bm end
-  return as < bs
-end
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-local present = {}
-local floor = false
-for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
-  local info = {}
-  for i = 1, #g, 2 do info[g[i]] = g[i + 1] end
-  present[info['name']] = true
-  local ms, seq = string.match(info['last-delivered-id'], '^(%d+)-(%d+)$')
-  local need = ms .. '-' .. tostring(tonumber(seq) + 1)
-  if tonumber(info['pending']) > 0 then
-    local p = redis.call('XPENDING', KEYS[1], info['name'])
-    if before(p[2], need) then need = p[2] end
-  end
-  if (not floor) or before(need, floor) then floor = need end
-end
-for _, name in ipairs(ARGV) do
-  if not present[name] then return -2 end
-end
-if not floor then return -3 end
-return redis.call('XTRIM', KEYS[1], 'MINID', floor)
-"""
-
-# Consumers with nothing pending that have been idle long are gone processes: remove them
-# (never one with pending entries: that would drop its entries from the group's PEL).
-_FORGET_CONSUMERS = """
-local removed = 0
-for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
-  local info = {}
-  for i = 1, #c, 2 do info[c[i]] = c[i + 1] end
-  if tonumber(info['pending']) == 0 and tonumber(info['idle']) >= tonumber(ARGV[2])
-     and (ARGV[3] == '' or ARGV[3] == info['name']) then
-    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], info['name'])
-    removed = removed + 1
-  end
-end
-return removed
-"""
-
-
 class StreamConsumer:
     """Reads a group's streams in batches, most urgent stream first, and hands each batch
     to the handler; acknowledges only after the handler returned (its effects committed),
@@ -357,8 +152,8 @@ class StreamConsumer:
         # Entries read (or claimed) and neither acknowledged, dead-lettered nor recorded as
         # failed: what is handed back if the consumer stops before finishing them.
         self._in_hand: dict[str, dict[str, None]] = {}
-        self._dead_letter_script = redis.register_script(_DEAD_LETTER)
-        self._forget_script = redis.register_script(_FORGET_CONSUMERS)
+        self._dead_letter_script = redis.register_script(DEAD_LETTER)
+        self._forget_script = redis.register_script(FORGET_CONSUMERS)
 
     @property
     def reclaim_interval_s(self) -> float:
@@ -424,7 +219,7 @@ class StreamConsumer:
         )
         if not res:
             return
-        by_stream = {_s(stream): [(_s(i), dict(f), 1) for i, f in entries] for stream, entries in res}
+        by_stream = {decoded(stream): [(decoded(i), dict(f), 1) for i, f in entries] for stream, entries in res}
         for stream, read in by_stream.items():
             self._take(stream, [i for i, _, _ in read])
         # Handle lanes in priority order: urgent entries first, even within one read.
@@ -451,11 +246,11 @@ class StreamConsumer:
                 res: Any = await self.redis.xautoclaim(
                     stream, self.group, self.consumer, self.reclaim_idle_ms, start_id=start, count=self.batch
                 )
-                start = _s(res[0])
-                entries = [(_s(i), f) for i, f in res[1] if f is not None]
+                start = decoded(res[0])
+                entries = [(decoded(i), f) for i, f in res[1] if f is not None]
                 # Redis 6.2 returns entries deleted while pending as nil (7.0 drops them from
                 # the PEL itself and lists them in res[2]): acknowledge those.
-                gone = [_s(i) for i, f in res[1] if f is None]
+                gone = [decoded(i) for i, f in res[1] if f is None]
                 if gone:
                     await self.redis.xack(stream, self.group, *gone)
                 if entries:
@@ -482,7 +277,7 @@ class StreamConsumer:
         counts: dict[str, int] = {}
         for rows in await pipe.execute():
             for r in rows:
-                counts[_s(r["message_id"])] = int(r["times_delivered"])
+                counts[decoded(r["message_id"])] = int(r["times_delivered"])
         return counts
 
     async def _process(self, stream: str, entries: list[tuple[str, dict[Any, Any], int]]) -> None:
@@ -494,9 +289,9 @@ class StreamConsumer:
                 await self.dead_letter(stream, entry_id, fields, str(e), deliveries)
                 continue
             if deliveries > self.max_deliveries:
-                last = await self.redis.get(_error_key(self.group, stream, entry_id))
+                last = await self.redis.get(error_key(self.group, stream, entry_id))
                 reason = (f"failed {deliveries - 1} deliveries; last error: "
-                          f"{_s(last) if last else 'none recorded (the consumer died while handling it)'}")
+                          f"{decoded(last) if last else 'none recorded (the consumer died while handling it)'}")
                 await self.dead_letter(stream, entry_id, fields, reason, deliveries)
                 continue
             messages.append(Message(stream, entry_id, env, data, deliveries))
@@ -555,7 +350,7 @@ class StreamConsumer:
         pipe = self.redis.pipeline(transaction=False)
         pipe.xack(stream, self.group, *ids)
         pipe.hincrby(stats_key(self.group), "handled", len(ids))
-        retried = [_error_key(self.group, stream, m.entry_id) for m in messages if m.deliveries > 1]
+        retried = [error_key(self.group, stream, m.entry_id) for m in messages if m.deliveries > 1]
         if retried:
             pipe.delete(*retried)
         await pipe.execute()
@@ -572,7 +367,7 @@ class StreamConsumer:
                     m.envelope.id, m.deliveries, self.max_deliveries, self.stats.last_error[:500])
         try:
             pipe = self.redis.pipeline(transaction=False)
-            pipe.set(_error_key(self.group, stream, m.entry_id), self.stats.last_error[:2000], ex=7 * 86400)
+            pipe.set(error_key(self.group, stream, m.entry_id), self.stats.last_error[:2000], ex=7 * 86400)
             pipe.hincrby(stats_key(self.group), "failed", 1)
             await pipe.execute()
         except Exception as re:  # only bookkeeping: the entry stays pending either way
@@ -582,17 +377,8 @@ class StreamConsumer:
                           deliveries: int) -> bool:
         """Move an entry to the group's dead-letter stream with why, then acknowledge it
         (atomically; False when it was no longer pending here: someone else handled it)."""
-        original = {_s(k): _s(v) for k, v in fields.items()}
-        record = {
-            "stream": stream, "entry_id": entry_id, "group": self.group, "consumer": self.consumer,
-            "deliveries": str(deliveries), "error": reason[:2000], "entry": json.dumps(original),
-            "at": str(time.time()), "type": original.get("type", ""),
-        }
-        args: list[Any] = [self.group, entry_id]
-        for k, v in record.items():
-            args += [k, v]
-        keys = [stream, dead_letter_stream(self.group), _error_key(self.group, stream, entry_id),
-                stats_key(self.group)]
+        keys, args = dead_letter_call(group=self.group, consumer=self.consumer, stream=stream, entry_id=entry_id,
+                                      fields=fields, reason=reason, deliveries=deliveries)
         moved = await self._retrying_transient_value(lambda: self._dead_letter_script(keys=keys, args=args))
         self._release(stream, [entry_id])
         if moved:
@@ -639,171 +425,6 @@ class StreamConsumer:
 def _group_gone(e: BaseException) -> bool:
     """NOGROUP from Redis: not the entry's fault; the run loop provisions again."""
     return isinstance(e, ResponseError) and "NOGROUP" in str(e)
-
-
-def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
-
-
-# --- dead letters: list, inspect, replay -------------------------------------------------------
-
-
-def _dead_letter_view(group: str, entry_id: Any, fields: dict[Any, Any]) -> dict[str, str]:
-    return {"id": _s(entry_id), "dead_letter_group": group, **{_s(k): _s(v) for k, v in fields.items()}}
-
-
-async def dead_letters(redis: aioredis.Redis, group: str, count: int = 100, start: str = "-") -> list[dict[str, str]]:
-    """A group's dead letters, oldest first, from `start` (an id, inclusive)."""
-    rows: Any = await redis.xrange(dead_letter_stream(group), min=start, count=count)
-    return [{"id": _s(i), **{_s(k): _s(v) for k, v in f.items()}} for i, f in rows]
-
-
-def is_entry_id(text: str) -> bool:
-    """A complete stream entry id, `milliseconds-sequence`, each a 64-bit unsigned integer."""
-    ms, sep, seq = text.partition("-")
-    return bool(sep) and all(p.isascii() and p.isdigit() and int(p) < 2**64 for p in (ms, seq))
-
-
-async def find_dead_letter(redis: aioredis.Redis, dead_id: str, group: str | None = None,
-                           topology: dict[str, list[str]] | None = None) -> dict[str, str]:
-    """One dead letter by id, in the given group or in whichever group holds it.
-
-    Raises KeyError when there is none, LookupError when several groups hold that id."""
-    if not is_entry_id(dead_id):
-        raise KeyError(dead_id)  # Redis would refuse the id: no dead letter has it
-    groups = [group] if group else list(topology or TOPOLOGY)
-    found = []
-    for g in groups:
-        rows: Any = await redis.xrange(dead_letter_stream(g), min=dead_id, max=dead_id)
-        found += [_dead_letter_view(g, i, f) for i, f in rows]
-    if not found:
-        raise KeyError(dead_id)
-    if len(found) > 1:
-        raise LookupError(f"dead letter {dead_id} exists in several groups; name one")
-    return found[0]
-
-
-async def replay_dead_letter(redis: aioredis.Redis, group: str, dead_id: str,
-                             event: str | None = None) -> str:
-    """Put a dead letter (or a repaired version of its event) on the group's replay stream,
-    removing it from the dead letters in the same step; returns the new entry id.
-
-    A repaired event must parse (BadEvent otherwise). The original is replayed as it was
-    when no repair is given (the failure was elsewhere, e.g. a bug since fixed)."""
-    letter = await find_dead_letter(redis, dead_id, group)
-    original: dict[str, str] = json.loads(letter["entry"])
-    if event is not None:
-        env, _ = parse_entry({"event": event})
-        original = env.to_fields()
-    entry = {**original, "replay_of": dead_id, "original_stream": letter.get("stream", ""),
-             "original_entry_id": letter.get("entry_id", "")}
-    args: list[Any] = [dead_id]
-    for k, v in entry.items():
-        args += [k, v]
-    script = redis.register_script(_REPLAY)
-    new_id = await script(keys=[dead_letter_stream(group), replay_stream(group)], args=args)
-    if not new_id:
-        raise KeyError(dead_id)  # replayed or discarded meanwhile by someone else
-    log.info("dead letter %s of %s replayed as %s", dead_id, group, _s(new_id))
-    return _s(new_id)
-
-
-async def discard_dead_letter(redis: aioredis.Redis, group: str, dead_id: str) -> None:
-    if not is_entry_id(dead_id) or not await redis.xdel(dead_letter_stream(group), dead_id):
-        raise KeyError(dead_id)
-
-
-# --- trimming and housekeeping ----------------------------------------------------------------
-
-
-async def trim_streams(redis: aioredis.Redis, topology: dict[str, list[str]] | None = None) -> dict[str, int]:
-    """Trim every consumed stream below the first entry some group still needs; returns
-    how many entries each stream lost (streams skipped for safety are left out)."""
-    script = redis.register_script(_TRIM)
-    trimmed: dict[str, int] = {}
-    for stream, groups in stream_groups(topology).items():
-        n = int(await script(keys=[stream], args=groups))
-        if n >= 0:
-            trimmed[stream] = n
-        elif n == -2:
-            log.warning("not trimming %s: a consumer group is missing (provisioning pending)", stream)
-    return trimmed
-
-
-async def forget_idle_consumers(redis: aioredis.Redis, idle_ms: int,
-                                topology: dict[str, list[str]] | None = None) -> int:
-    script = redis.register_script(_FORGET_CONSUMERS)
-    removed = 0
-    for stream, groups in stream_groups(topology).items():
-        for group in groups:
-            try:
-                removed += int(await script(keys=[stream], args=[group, idle_ms, ""]))
-            except ResponseError as e:
-                if "NOGROUP" not in str(e) and "no such key" not in str(e).lower():
-                    raise
-    return removed
-
-
-class StreamJanitor(PeriodicWorker):
-    """Keeps streams bounded: trims what every group acknowledged and forgets consumers of
-    processes long gone. Every replica runs one; a lock lets one of them work per period."""
-
-    LOCK = f"{PREFIX}:janitor:lock"
-    name = "stream janitor"
-    round_at_start = False
-
-    def __init__(self, redis: aioredis.Redis, *, interval_s: float = 60.0, forget_after_s: float = 3600.0,
-                 topology: dict[str, list[str]] | None = None) -> None:
-        super().__init__(interval_s)
-        self.redis = redis
-        self.forget_after_s = forget_after_s
-        self.topology = topology
-        self.trimmed = 0
-        self.runs = 0
-
-    async def round(self) -> None:
-        await self.run_once()
-
-    async def run_once(self, *, force: bool = False) -> dict[str, int] | None:
-        token = f"{time.time()}"
-        got = await self.redis.set(self.LOCK, token, nx=True, px=max(int(self.interval_s * 900), 100))
-        if not got and not force:
-            return None  # another replica did it this period
-        trimmed = await trim_streams(self.redis, self.topology)
-        await forget_idle_consumers(self.redis, int(self.forget_after_s * 1000), self.topology)
-        self.runs += 1
-        self.trimmed += sum(trimmed.values())
-        if any(trimmed.values()):
-            log.info("trimmed %s", {k: v for k, v in trimmed.items() if v})
-        return trimmed
-
-
-async def stream_report(redis: aioredis.Redis, topology: dict[str, list[str]] | None = None) -> dict[str, Any]:
-    """What an operator looks at: each stream's length and, per group, pending entries,
-    lag and consumers; each group's dead letters and counters."""
-    streams: list[dict[str, Any]] = []
-    for stream, expected in stream_groups(topology).items():
-        row: dict[str, Any] = {"stream": stream, "length": int(await redis.xlen(stream)), "groups": []}
-        try:
-            groups: Any = await redis.xinfo_groups(stream)
-        except ResponseError:
-            groups = []
-        for g in groups:
-            row["groups"].append({
-                "name": _s(g["name"]), "pending": int(g["pending"]), "consumers": int(g["consumers"]),
-                "last_delivered_id": _s(g["last-delivered-id"]),
-                "lag": None if g.get("lag") is None else int(g["lag"]),
-            })
-        row["missing_groups"] = sorted(set(expected) - {g["name"] for g in row["groups"]})
-        streams.append(row)
-    groups_out = []
-    for group in topology or TOPOLOGY:
-        raw: Any = await redis.hgetall(stats_key(group))
-        groups_out.append({
-            "group": group, "dead_letters": int(await redis.xlen(dead_letter_stream(group))),
-            "counters": {_s(k): int(v) for k, v in raw.items()},
-        })
-    return {"streams": streams, "groups": groups_out}
 
 
 def envelopes_of(messages: Iterable[Message]) -> list[Envelope]:
