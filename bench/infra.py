@@ -13,7 +13,7 @@ from typing import Any
 
 import psycopg
 
-from shared.redis_server import RedisProcess, free_port
+from devtools.redis_server import RedisProcess, free_port
 from tests.servers import PostgresProcess
 
 

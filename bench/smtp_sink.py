@@ -1,6 +1,6 @@
 """A minimal SMTP sink in its own process (aiosmtpd on uvloop): accepts every mail, keeps
 nothing, counts. It stands for compose's mailpit: a sink that parsed and stored each mail
-in Python (shared.mailcatcher) would itself become the bottleneck the bench measures, and
+in Python (devtools.mailcatcher) would itself become the bottleneck the bench measures, and
 running it inside the driver would share the driver's interpreter with the timing.
 
     python -m bench.smtp_sink --port N    # prints "received <count>" when stopped
@@ -18,7 +18,7 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP
 
-from shared.redis_server import free_port
+from devtools.redis_server import free_port
 
 
 class _Count:

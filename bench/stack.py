@@ -1,4 +1,4 @@
-"""The services as real processes, started the way `make run` (shared.devstack) starts them:
+"""The services as real processes, started the way `make run` (devtools.devstack) starts them:
 the command and environment compose.yaml gives each, with the addresses of the bench's own
 Redis, PostgreSQL databases and SMTP sink in place of the containers'."""
 
@@ -12,8 +12,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from shared.devstack import REPLACED_LOCALLY, ROOT, development_env, load_compose, local_environment
-from shared.redis_server import free_port
+from devtools.devstack import REPLACED_LOCALLY, ROOT, development_env, load_compose, local_environment
+from devtools.redis_server import free_port
 
 DEMO_API_KEY = "rujukan-bench-key"
 

@@ -1,4 +1,5 @@
-"""`rujukan`: the operator's command line (REDIS_URL and DATABASE_URL from the environment).
+"""The platform's commands of `rujukan`, the operator's command line (REDIS_URL and
+DATABASE_URL from the environment); intake.operator_cli adds intake's and is the script.
 
     rujukan dead-letters list [--group notify]
     rujukan dead-letters show ID [--group notify]
@@ -8,8 +9,6 @@
     rujukan trim             # trim now what every group acknowledged
     rujukan audit [--since 2026-01-01] [--operator NAME]   # the operators' audit log
     rujukan operators key NAME ROLE                        # a new operator key and its entry
-    rujukan agencies create|list|rotate|revoke             # intake's DATABASE_URL
-    rujukan keys new|status|rotate                         # intake's encryption keys
 
 Every action is recorded in the audit log of the service whose database DATABASE_URL
 names (run it where that service runs, e.g. `docker compose exec matching rujukan ...`),
@@ -222,14 +221,3 @@ def operator_key(name: str, role: Role) -> None:
     typer.echo(f"key (give it to {name}; shown once): {key}")
     typer.echo(f"OPERATOR_KEYS entry: {entry_for(name, role, key)}")
 
-
-def _register_intake() -> None:
-    """`rujukan agencies ...` and `rujukan keys ...` live with intake, which owns both."""
-    from intake.agencies_cli import app as agencies_app
-    from intake.cli import app as keys_app
-
-    app.add_typer(agencies_app, name="agencies")
-    app.add_typer(keys_app, name="keys")
-
-
-_register_intake()

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from shared.mailcatcher import MailCatcher
-from shared.redis_server import RedisProcess, free_port
+from devtools.mailcatcher import MailCatcher
+from devtools.redis_server import RedisProcess, free_port
 from tests.servers import (
     PostgresContainerServer,
     PostgresProcess,

@@ -23,8 +23,8 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
-from shared.processes import GroupProcess
-from shared.redis_server import free_port
+from devtools.processes import GroupProcess
+from devtools.redis_server import free_port
 
 __all__ = [
     "PostgresContainerServer",

@@ -1,4 +1,4 @@
-"""The stack as separate processes, started the way `make run` starts it (shared.devstack)."""
+"""The stack as separate processes, started the way `make run` starts it (devtools.devstack)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from shared.devstack import APP_SERVICES, Stack
-from shared.redis_server import free_port
+from devtools.devstack import APP_SERVICES, Stack
+from devtools.redis_server import free_port
 from tests.apps import AGENCY_PEPPER, DEMO_KEY, GRANT_SECRET, OPERATOR_KEYS, TEST_KEYS
 
 StackFactory = Callable[..., Stack]

@@ -16,8 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
-from shared.devstack import Stack
-from shared.mailcatcher import MailCatcher
+from devtools.devstack import Stack
+from devtools.mailcatcher import MailCatcher
 from tests.apps import DEMO_KEY, DIRECTORY_KEY
 from tests.e2e.conftest import StackFactory
 from tests.e2e.test_first_referral import PERSONAL, assert_no_personal_data_in_logs, assert_no_personal_data_on_streams

@@ -12,7 +12,7 @@ import httpx
 import pytest
 import redis as redis_sync
 
-from shared.mailcatcher import MailCatcher, read_maildir
+from devtools.mailcatcher import MailCatcher, read_maildir
 from tests.apps import DEMO_KEY
 from tests.e2e.conftest import StackFactory
 from tests.unit.test_referral_request import VALID

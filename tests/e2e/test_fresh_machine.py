@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shared.devstack import ROOT
-from shared.redis_server import free_port
+from devtools.devstack import ROOT
+from devtools.redis_server import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -16,7 +16,7 @@ import httpx
 import pytest
 import redis as redis_sync
 
-from shared.redis_server import free_port
+from devtools.redis_server import free_port
 from tests.apps import DEMO_KEY, TEST_KEYS
 from tests.unit.test_referral_request import VALID
 

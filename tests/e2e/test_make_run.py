@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shared.devstack import ROOT
-from shared.redis_server import free_port
+from devtools.devstack import ROOT
+from devtools.redis_server import free_port
 from tests.apps import DEMO_KEY
 
 pytestmark = pytest.mark.e2e
@@ -37,7 +37,7 @@ def test_runner_starts_the_stack_and_ctrl_c_stops_everything(tmp_path: Path) -> 
         **{f"RUJUKAN_{n.upper()}_PORT": str(ports[n]) for n in ("intake", "matching", "notify")},
     })
     log = (tmp_path / "runner.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "shared.devstack"], cwd=ROOT, env=env, stdout=log,
+    proc = subprocess.Popen([sys.executable, "-m", "devtools.devstack"], cwd=ROOT, env=env, stdout=log,
                             stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 90

@@ -15,7 +15,7 @@ import httpx
 import pytest
 import redis
 
-from shared.mailcatcher import MailCatcher
+from devtools.mailcatcher import MailCatcher
 from shared.operators import Role
 from shared.streams.topology import SUBMITTED
 from tests.apps import AUDIT_KEY, ROLE_KEYS

@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
+from devtools.mailcatcher import MailCatcher
 from matching.bootstrap import DEMO_DIRECTORY
-from shared.mailcatcher import MailCatcher
 from tests.apps import ONBOARDING_KEY, bearer
 from tests.e2e.conftest import StackFactory
 from tests.e2e.test_closed_loop import ADMIN, Loop

@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from shared.mailcatcher import MailCatcher
+from devtools.mailcatcher import MailCatcher
 from tests.e2e.conftest import StackFactory
 from tests.e2e.test_closed_loop import Loop
 from tests.e2e.test_first_referral import assert_no_personal_data_in_logs, assert_no_personal_data_on_streams

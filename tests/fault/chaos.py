@@ -1,5 +1,5 @@
 """The fault-injection harness: the whole stack as real processes (three services started
-from compose.yaml by shared.devstack, its own redis-server, its own durable PostgreSQL
+from compose.yaml by devtools.devstack, its own redis-server, its own durable PostgreSQL
 cluster, an SMTP catcher), a load of referrals over HTTP, faults at random moments
 (SIGKILL of each service, Redis crashes with and without losing its unsynced tail,
 PostgreSQL crashes), poison entries injected on purpose, and the checks of rule 1 of the
@@ -30,10 +30,10 @@ import redis.asyncio as aioredis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from shared.devstack import APP_SERVICES, Stack
+from devtools.devstack import APP_SERVICES, Stack
+from devtools.mailcatcher import MailCatcher
+from devtools.redis_server import RedisProcess, free_port
 from shared.events import Envelope
-from shared.mailcatcher import MailCatcher
-from shared.redis_server import RedisProcess, free_port
 from shared.streams.topology import DECISIONS, SUBMITTED, dead_letter_stream, stats_key
 from tests.apps import DEMO_KEY, OPERATOR_KEYS, TEST_KEYS
 from tests.servers import PostgresProcess

@@ -21,7 +21,7 @@ import redis.asyncio as aioredis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from shared.redis_server import RedisProcess, free_port
+from devtools.redis_server import RedisProcess, free_port
 from shared.streams.topology import DECISIONS, DECISIONS_URGENT, RECEIVERS, SUBMITTED, connect, provision, publish
 from tests.apps import OPERATOR_KEYS
 from tests.integration.test_streams import submitted

@@ -47,11 +47,11 @@ from schemathesis.specs.openapi.checks import (
 )
 from sqlalchemy import text
 
+from devtools.redis_server import free_port
 from shared.db import make_engine
 from shared.events import Envelope, Recipient, ReferralMatched, utcnow
 from shared.grants import sign
 from shared.operators import Role
-from shared.redis_server import free_port
 from shared.streams.topology import connect, publish
 from shared.vocab import Urgency
 from tests.apps import AGENCY_PEPPER, DEMO_KEY, GRANT_SECRET, OPERATOR_KEYS, ROLE_KEYS, TEST_KEYS

@@ -19,8 +19,8 @@ from sqlalchemy import text
 from typer.testing import CliRunner
 
 from intake.bootstrap import MIGRATIONS, create_app
+from intake.operator_cli import app as rujukan
 from intake.settings import Settings
-from shared.cli import app as rujukan
 from shared.db import make_engine, upgrade
 from tests.apps import (
     AGENCY_PEPPER,

@@ -17,15 +17,15 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from typer.testing import CliRunner
 
+from devtools.mailcatcher import MailCatcher
 from intake.bootstrap import create_app as intake_app
+from intake.operator_cli import app as cli
 from intake.settings import Settings as IntakeSettings
 from matching.bootstrap import create_app as matching_app
 from matching.settings import Settings as MatchingSettings
 from notify.bootstrap import create_app as notify_app
 from notify.settings import Settings as NotifySettings
-from shared.cli import app as cli
 from shared.events import Envelope, ReceiverRegistered
-from shared.mailcatcher import MailCatcher
 from shared.operators import Role
 from shared.problems import PROBLEM_MEDIA_TYPE
 from shared.streams.topology import publish

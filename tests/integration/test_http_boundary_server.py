@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.processes import GroupProcess
-from shared.redis_server import free_port
+from devtools.processes import GroupProcess
+from devtools.redis_server import free_port
 from tests.apps import DEMO_KEY, TEST_KEYS
 
 MiB = 1024 * 1024

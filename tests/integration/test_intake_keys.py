@@ -42,7 +42,7 @@ async def cli(database_url: str, *args: str) -> Any:
 
 
 def test_keys_new_prints_an_entry_that_encryption_keys_accepts() -> None:
-    from shared.cli import app as rujukan
+    from intake.operator_cli import app as rujukan
 
     result = runner.invoke(rujukan, ["keys", "new", "--id", "k9"])
     assert result.exit_code == 0, result.output

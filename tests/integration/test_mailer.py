@@ -8,10 +8,10 @@ import asyncio
 import pytest
 from aiosmtpd.smtp import SMTP as SMTPServer
 
+from devtools.mailcatcher import MailCatcher
+from devtools.redis_server import free_port
 from notify.adapters import mailer as mailer_module
 from notify.adapters.mailer import Mailer
-from shared.mailcatcher import MailCatcher
-from shared.redis_server import free_port
 
 
 async def _send(m: Mailer, n: int, prefix: str = "m") -> None:

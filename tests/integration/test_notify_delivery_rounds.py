@@ -15,12 +15,12 @@ from typing import Any
 
 from sqlalchemy import text
 
+from devtools.mailcatcher import MailCatcher
 from notify.adapters.mailer import Mailer
 from notify.bootstrap import MIGRATIONS
 from notify.service_layer.deliveries import Notify
 from shared.db import make_engine, sessions, upgrade
 from shared.events import utcnow
-from shared.mailcatcher import MailCatcher
 from tests.apps import eventually
 from tests.integration.test_notify_inbox import matched
 from tests.matching_kit import message

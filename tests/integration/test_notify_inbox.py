@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 from sqlalchemy import text
 
+from devtools.mailcatcher import MailCatcher
 from notify.adapters.mailer import Mailer
 from notify.bootstrap import create_app
 from notify.service_layer.credentials import Credentials
@@ -38,7 +39,6 @@ from shared.events import (
     utcnow,
 )
 from shared.grants import verify
-from shared.mailcatcher import MailCatcher
 from shared.streams.topology import CREDENTIALS, RESPONSES, RESPONSES_URGENT, publish
 from tests.apps import GRANT_SECRET, ONBOARDING_KEY, OPERATIONS_KEY, OPERATOR_KEYS, bearer, eventually, running
 from tests.matching_kit import message

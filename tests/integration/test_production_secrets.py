@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from devtools.devstack import ROOT
 from intake.adapters.crypto import FieldCipher
 from intake.bootstrap import create_app as intake_app
 from intake.settings import Settings as IntakeSettings
@@ -22,7 +23,6 @@ from matching.bootstrap import create_app as matching_app
 from matching.settings import Settings as MatchingSettings
 from notify.bootstrap import create_app as notify_app
 from notify.settings import Settings as NotifySettings
-from shared.devstack import ROOT
 from shared.operators import Role, entry_for, new_key
 from shared.settings import DevelopmentValue
 from tests.apps import running

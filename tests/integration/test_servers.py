@@ -18,9 +18,9 @@ import redis.asyncio as aioredis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from shared import redis_server as redis_server_mod
-from shared.mailcatcher import MailCatcher, read_maildir
-from shared.redis_server import RedisProcess, find_redis_server, free_port
+from devtools import redis_server as redis_server_mod
+from devtools.mailcatcher import MailCatcher, read_maildir
+from devtools.redis_server import RedisProcess, find_redis_server, free_port
 from tests.servers import PostgresProcess, docker_available, find_postgres_bindir
 
 # -- Redis -------------------------------------------------------------------------------------
@@ -228,7 +228,7 @@ async def test_mailcatcher_main_runs_until_sigterm(tmp_path: Path) -> None:
     port = free_port()
     maildir = tmp_path / "var" / "mail"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "shared.mailcatcher", "--host", "127.0.0.1", "--port", str(port),
+        [sys.executable, "-m", "devtools.mailcatcher", "--host", "127.0.0.1", "--port", str(port),
          "--maildir", str(maildir)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -16,18 +16,18 @@ import pytest
 import redis.asyncio as aioredis
 from typer.testing import CliRunner
 
+from devtools.mailcatcher import MailCatcher
+from devtools.redis_server import RedisProcess, free_port
 from intake.bootstrap import create_app as intake_app
+from intake.operator_cli import app as cli
 from intake.settings import Settings as IntakeSettings
 from matching.bootstrap import MIGRATIONS as MATCHING_MIGRATIONS
 from matching.bootstrap import create_app as matching_app
 from matching.settings import Settings as MatchingSettings
 from notify.bootstrap import create_app as notify_app
 from notify.settings import Settings as NotifySettings
-from shared.cli import app as cli
 from shared.db import upgrade
 from shared.events import Envelope
-from shared.mailcatcher import MailCatcher
-from shared.redis_server import RedisProcess, free_port
 from shared.streams.consumer import Message, StreamConsumer
 from shared.streams.topology import SUBMITTED, dead_letter_stream, provision, replay_stream
 from tests.apps import DEMO_KEY, OPERATIONS_KEY, OPERATOR_KEYS, TEST_KEYS, eventually, running

@@ -14,6 +14,8 @@ import pytest
 import redis.asyncio as aioredis
 from sqlalchemy import text
 
+from devtools.mailcatcher import MailCatcher
+from devtools.redis_server import RedisProcess, free_port
 from intake.bootstrap import create_app as intake_app
 from intake.settings import Settings as IntakeSettings
 from matching.bootstrap import create_app as matching_app
@@ -21,8 +23,6 @@ from matching.settings import Settings as MatchingSettings
 from notify.bootstrap import create_app as notify_app
 from notify.settings import Settings as NotifySettings
 from shared.events import Envelope, EventData, NotificationSent, Recipient, ReferralMatched, new_id, parse_entry
-from shared.mailcatcher import MailCatcher
-from shared.redis_server import RedisProcess, free_port
 from shared.streams.consumer import Message
 from shared.streams.topology import publish
 from tests.apps import DEMO_KEY, OPERATOR_KEYS, TEST_KEYS, eventually, running

@@ -17,10 +17,10 @@ import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import DeclarativeBase
 
+from devtools.redis_server import RedisProcess, free_port
 from shared.db import OutboxMixin, make_engine, new_metadata, sessions
 from shared.events import Envelope, ReferralSubmitted
 from shared.outbox import OutboxRelay, add_events, watermark_key
-from shared.redis_server import RedisProcess, free_port
 from shared.streams.consumer import Message, StreamConsumer
 from shared.streams.janitor import trim_streams
 from shared.streams.topology import SUBMITTED, SUBMITTED_URGENT, connect, provision

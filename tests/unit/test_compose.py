@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from devtools.devstack import APP_SERVICES, ROOT, MissingVariable, interpolate, load_compose, local_environment
 from intake.settings import Settings as IntakeSettings
 from matching.settings import Settings as MatchingSettings
 from notify.settings import Settings as NotifySettings
-from shared.devstack import APP_SERVICES, ROOT, MissingVariable, interpolate, load_compose, local_environment
 
 COMPOSE = ROOT / "compose.yaml"
 SETTINGS = {"intake": IntakeSettings, "matching": MatchingSettings, "notify": NotifySettings}

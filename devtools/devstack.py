@@ -9,7 +9,7 @@
   ./var/secrets (never a value published in this repository), one operator key per role,
   the demo agency and the demo directory.
 
-`python -m shared.devstack compose-env > .env` prints the same kind of development values
+`python -m devtools.devstack compose-env > .env` prints the same kind of development values
 for `docker compose --profile dev up`.
 
 Ctrl-C (or SIGTERM) stops the services gracefully, then Redis and the mail catcher.
@@ -34,8 +34,8 @@ from typing import Any
 
 import yaml
 
-from shared.mailcatcher import MailCatcher
-from shared.redis_server import RedisProcess
+from devtools.mailcatcher import MailCatcher
+from devtools.redis_server import RedisProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 APP_SERVICES = ("intake", "matching", "notify")

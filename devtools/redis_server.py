@@ -21,7 +21,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from shared.processes import GroupProcess
+from devtools.processes import GroupProcess
 
 __all__ = ["RedisProcess", "find_redis_server", "free_port"]
 

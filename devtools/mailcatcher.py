@@ -1,6 +1,6 @@
 """A local SMTP catcher (aiosmtpd): keeps every mail it receives, never relays.
 
-The embedded stack runs it as its mail server (``python -m shared.mailcatcher``), and tests
+The embedded stack runs it as its mail server (``python -m devtools.mailcatcher``), and tests
 use it as a real SMTP server to assert on what ``notify`` sent. It accepts any AUTH
 credentials without TLS, so services configured with an SMTP user/password work too.
 """
@@ -224,7 +224,7 @@ class MailCatcher:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m shared.mailcatcher", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m devtools.mailcatcher", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=1025)
     parser.add_argument("--maildir", type=Path, default=None, help="write each mail here as .eml")

@@ -1,4 +1,4 @@
-"""Developer helper: `python -m shared.migrate SERVICE "message"` autogenerates the next
+"""Developer helper: `python -m devtools.migrate SERVICE "message"` autogenerates the next
 Alembic revision of a service from its models, against a scratch SQLite database at head."""
 
 from __future__ import annotations
