@@ -17,6 +17,7 @@ referral pipeline, so that their figures compare.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -83,10 +84,8 @@ class Tracker:
             if remaining <= 0:
                 return False
             self._changed.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), timeout=min(remaining, 1.0))
-            except TimeoutError:
-                pass
         return True
 
     async def _read(self) -> None:

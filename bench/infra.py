@@ -66,7 +66,8 @@ class Infra:
 
     def describe(self) -> dict[str, Any]:
         """What the figures were measured on, printed with them and stored in the JSON."""
-        assert self.pg is not None and self.redis is not None
+        assert self.pg is not None
+        assert self.redis is not None
         with psycopg.connect(f"host=127.0.0.1 port={self.pg.port} user=postgres dbname=postgres") as conn:
             pg_version = str(conn.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
             pg_settings = {k: str(conn.execute(f"SHOW {k}").fetchone()[0])  # type: ignore[index]

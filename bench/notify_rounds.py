@@ -45,7 +45,8 @@ def before_module(rev: str) -> types.ModuleType:
     path = Path(tempfile.mkdtemp(prefix="notify-before-")) / "notify_services_before.py"
     path.write_text(source)
     spec = importlib.util.spec_from_file_location(path.stem, path)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[module.__name__] = module  # dataclasses look their module up
     spec.loader.exec_module(module)

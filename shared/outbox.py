@@ -30,6 +30,7 @@ takes everything. So "published" rows are kept for a retention window, and a dur
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -154,10 +155,8 @@ class OutboxRelay:
 
     async def _sleep(self, seconds: float, wake: bool = False) -> None:
         event = self._wake if wake else self._stopping
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(event.wait(), timeout=seconds)
-        except TimeoutError:
-            pass
 
     async def publish_pending(self) -> int:
         m = self.model

@@ -12,6 +12,7 @@ on a bad entry.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -208,10 +209,8 @@ class StreamConsumer:
         await self._sleep(backoff)
 
     async def _sleep(self, seconds: float) -> None:
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
-        except TimeoutError:
-            pass
 
     async def _read_once(self) -> None:
         res: Any = await self.redis.xreadgroup(

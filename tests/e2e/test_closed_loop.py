@@ -76,7 +76,8 @@ class Loop:
         mail = self.mail.wait_for(lambda m: m["To"] == to and rid in m.get_content()
                                   and "Rujukan baru" in m["Subject"], timeout=timeout)
         link = SIGNIN.search(mail.get_content())
-        assert link is not None and "Authorization" not in mail.get_content(), mail.get_content()
+        assert link is not None, mail.get_content()
+        assert "Authorization" not in mail.get_content(), mail.get_content()
         proposal, session = self.sign_in(link.group(1))
         return mail, proposal, session
 
@@ -116,7 +117,8 @@ def test_referrals_through_the_closed_loop(stack_factory: StackFactory, smtp_ser
     view = loop.wait_status(crisis, "proposed")
     assert view["match"]["service_id"] == "svc-ppa-polrestabes-medan"
     mail, proposal, token = loop.proposal_mail(crisis, "unit.ppa@polrestabes-medan.example")
-    assert mail["Subject"].startswith("[KRISIS (SEGERA)]") and mail["Importance"] == "high"
+    assert mail["Subject"].startswith("[KRISIS (SEGERA)]")
+    assert mail["Importance"] == "high"
     inbox = httpx.get(f"{loop.notify}/v1/inbox", headers=loop.auth(token)).json()
     assert [i["id"] for i in inbox["items"]] == [proposal]
     assert "menangani kasus krisis" in inbox["items"][0]["reasons"]["id"]
@@ -141,7 +143,8 @@ def test_referrals_through_the_closed_loop(stack_factory: StackFactory, smtp_ser
     loop.wait_status(routine, "proposed")
     _, group_proposal, group_token = loop.proposal_mail(routine, "fasilitator.ird@sahabat-perempuan.example")
     r = loop.respond(group_token, group_proposal, response="declined")
-    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "reason_code"
+    assert r.status_code == 422
+    assert r.json()["errors"][0]["field"] == "reason_code"
     assert loop.respond(group_token, group_proposal, response="declined", reason_code="not_suitable").status_code == 202
     view = loop.wait(routine, lambda v: v["status"] == "proposed" and v["match"]["service_id"] != "svc-ird-daring")
     assert view["match"]["service_id"] == "svc-ppa-polrestabes-medan"
@@ -167,7 +170,8 @@ def test_referrals_through_the_closed_loop(stack_factory: StackFactory, smtp_ser
     #    the Kupang facilitator is told.
     r = httpx.post(f"{loop.intake}/v1/referrals/{kupang[0]}/cancel", json={"reason_code": "client_withdrew"},
                    headers=AGENCY)
-    assert r.status_code == 200 and r.json()["status"] == "cancelled"
+    assert r.status_code == 200
+    assert r.json()["status"] == "cancelled"
     assert loop.wait_status(kupang[5], "proposed")["match"]["service_id"] == "svc-prse-kupang"
     notice = smtp_server.wait_for(lambda m: m["Subject"].startswith("Rujukan dibatalkan") and kupang[0] in m["Subject"],
                                   timeout=30)
@@ -181,7 +185,8 @@ def test_referrals_through_the_closed_loop(stack_factory: StackFactory, smtp_ser
     assert r.status_code == 200, r.text
     assert loop.wait_status(kupang[6], "proposed")["match"]["service_id"] == "svc-prse-kupang"
 
-    assert stack.redis is not None and stack.log_dir is not None
+    assert stack.redis is not None
+    assert stack.log_dir is not None
     assert assert_no_personal_data_on_streams(stack.redis.url) > 20
     assert_no_personal_data_in_logs(stack.log_dir)
     for m in smtp_server.messages():
@@ -201,6 +206,7 @@ def test_an_unanswered_proposal_expires_and_moves_on(stack_factory: StackFactory
     view = loop.wait(rid, lambda v: v["status"] == "proposed" and v["match"]["service_id"] != "svc-ird-daring")
     assert view["match"]["service_id"] == "svc-ppa-polrestabes-medan"
     expired = next(t for t in view["timeline"] if t["kind"] == "hold_expired")
-    assert expired["actor"] == "matching" and "tidak menanggapi dalam batas waktu" in expired["reason"]["id"]
+    assert expired["actor"] == "matching"
+    assert "tidak menanggapi dalam batas waktu" in expired["reason"]["id"]
     notice = smtp_server.wait_for(lambda m: m["Subject"].startswith("Batas waktu habis"), timeout=30)
     assert notice["To"] == "fasilitator.ird@sahabat-perempuan.example"

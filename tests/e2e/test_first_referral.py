@@ -91,7 +91,8 @@ def test_first_referral_reaches_the_facilitator_by_email(
 
     # The same submission again changes nothing and sends nothing.
     again = httpx.post(f"{base}/v1/referrals", json=referral_body("PPA-MDN-2026-0147"), headers=auth)
-    assert again.status_code == 200 and again.json()["id"] == rid
+    assert again.status_code == 200
+    assert again.json()["id"] == rid
 
     assert stack.redis is not None  # the stack's own redis-server, as `make run` has
     assert assert_no_personal_data_on_streams(stack.redis.url) >= 3  # submitted, matched, notified
@@ -117,7 +118,8 @@ def test_embedded_default_keeps_mail_as_eml_and_reports_unmatched(stack_factory:
     while time.monotonic() < deadline and not read_maildir(maildir):
         time.sleep(0.1)
     mails = read_maildir(maildir)
-    assert len(mails) == 1 and mails[0]["To"] == "pendamping.ueb@dinsos-kupang.example"
+    assert len(mails) == 1
+    assert mails[0]["To"] == "pendamping.ueb@dinsos-kupang.example"
 
     # No service for this category anywhere: unmatched, with the reason on the timeline.
     body = referral_body("DINSOS-KPG-8")

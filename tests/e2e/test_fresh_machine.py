@@ -62,7 +62,8 @@ def test_make_run_from_a_clean_clone_without_uv(tmp_path: Path) -> None:
             site = next((clone / ".venv" / "lib").glob("python3*/site-packages"))
             assert (site / "fastapi").is_dir()
             # Running needs no test tool chain.
-            assert not (site / "pytest").exists() and not (site / "mypy").exists()
+            assert not (site / "pytest").exists()
+            assert not (site / "mypy").exists()
             os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends to the terminal's group
             # make reports the interrupt of its child with its own status, as under a terminal;
             # what counts is that the stack stopped everything it started, cleanly.

@@ -58,7 +58,8 @@ def test_runner_starts_the_stack_and_ctrl_c_stops_everything(tmp_path: Path) -> 
         assert keys["directory"] in (tmp_path / "runner.log").read_text(errors="replace")
         r = httpx.get(f"http://127.0.0.1:{ports['matching']}/v1/services",
                       headers={"Authorization": f"Bearer {keys['directory']}"})
-        assert r.status_code == 200 and r.json()["total_items"] >= 4  # the demo directory
+        assert r.status_code == 200
+        assert r.json()["total_items"] >= 4  # the demo directory
 
         proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
         assert proc.wait(timeout=60) == 0

@@ -94,7 +94,8 @@ def test_no_role_reads_personal_data_or_acts_as_a_receiver(
                     assert not personal_in(res.text), (service, method, path, role, personal_in(res.text))
                     assert not personal_in(json.dumps(dict(res.headers))), (service, method, path, role)
                     # Nor a receiver's credential (a system token, a session) to act as one.
-                    assert "rjk_" not in res.text and "rjs_" not in res.text, (service, method, path, role)
+                    assert "rjk_" not in res.text, (service, method, path, role)
+                    assert "rjs_" not in res.text, (service, method, path, role)
     assert calls > 100
 
     # No operator key is a receiver's credential, nor a grant for personal data.

@@ -76,10 +76,14 @@ def test_a_record_reusing_another_organisations_contact_id_borrows_nothing(
     [record] = r.json()["records"]
     assert record["outcome"] == "created"
     reused = [i for i in record.get("issues", []) if i["field"] == "contacts[0].id"]
-    assert len(reused) == 1 and reused[0]["severity"] == "warning", record
-    assert "ct-ppa-medan" in reused[0]["reason"] and MEDAN in reused[0]["reason"]
+    assert len(reused) == 1, record
+    assert reused[0]["severity"] == "warning", record
+    assert "ct-ppa-medan" in reused[0]["reason"]
+    assert MEDAN in reused[0]["reason"]
     medan_receiver, copy_receiver = loop.receiver_of(MEDAN), loop.receiver_of(COPY)
-    assert medan_receiver and copy_receiver and medan_receiver != copy_receiver
+    assert medan_receiver
+    assert copy_receiver
+    assert medan_receiver != copy_receiver
 
     # A referral in the copy's area: its mail goes to the other email, and opens only its own.
     copy_rid = loop.refer("PPA-BJM-ID-1", client={"region_code": "63.71.01", **consent}, **CRISIS)
@@ -88,7 +92,8 @@ def test_a_record_reusing_another_organisations_contact_id_borrows_nothing(
     assert medan_rid not in mail.get_content()
     auth = loop.auth(copy_session)
     listed = httpx.get(f"{loop.notify}/v1/inbox", headers=auth).json()
-    assert listed["receiver_id"] == copy_receiver and [i["id"] for i in listed["items"]] == [copy_proposal]
+    assert listed["receiver_id"] == copy_receiver
+    assert [i["id"] for i in listed["items"]] == [copy_proposal]
     assert httpx.get(f"{loop.notify}/v1/inbox/{medan_proposal}", headers=auth).status_code == 404
     r = httpx.post(f"{loop.notify}/v1/inbox/{medan_proposal}/responses", json={"response": "completed",
                                                                                 "outcome_code": "goals_met"},
@@ -100,11 +105,13 @@ def test_a_record_reusing_another_organisations_contact_id_borrows_nothing(
     issued = httpx.post(f"{loop.notify}/v1/receivers/{copy_receiver}/tokens", json={"valid_days": 1},
                         headers=bearer(ONBOARDING_KEY))
     assert issued.status_code == 202, issued.text
-    assert "rjk_" not in issued.text and issued.json()["delivered_to"] == "p***@tiruan.example"
+    assert "rjk_" not in issued.text
+    assert issued.json()["delivered_to"] == "p***@tiruan.example"
     token_mail = loop.mail.wait_for(lambda m: m["To"] == COPY_MAIL and issued.json()["id"] in m.get_content(),
                                     timeout=30)
     token = re.search(r"Authorization: Bearer (rjk_[A-Za-z0-9_\-]+)", token_mail.get_content())
-    assert token is not None and not [m for m in loop.mail.messages()
+    assert token is not None
+    assert not [m for m in loop.mail.messages()
                                       if m["To"] == MEDAN_MAIL and token.group(1) in m.get_content()]
     whole = httpx.get(f"{loop.notify}/v1/inbox", headers=bearer(token.group(1))).json()
     assert [i["id"] for i in whole["items"]] == [copy_proposal]
@@ -116,14 +123,16 @@ def test_a_record_reusing_another_organisations_contact_id_borrows_nothing(
     grant = {"Authorization": offer["authorization"]}
     assert httpx.get(offer["url"], headers=grant).status_code == 200
     stolen = httpx.get(f"{loop.intake}/v1/receivers/referrals/{medan_rid}", headers=grant)
-    assert stolen.status_code == 403 and "Siti" not in stolen.text
+    assert stolen.status_code == 403
+    assert "Siti" not in stolen.text
 
     # The legitimate Medan receiver still works, and reads its survivor's details.
     medan_auth = loop.auth(medan_session)
     offer = httpx.get(f"{loop.notify}/v1/inbox/{medan_proposal}", headers=medan_auth).json()["personal_data"]
     medan_grant = {"Authorization": offer["authorization"]}
     details = httpx.get(offer["url"], headers=medan_grant)
-    assert details.status_code == 200 and details.json()["client"]["contact"]["name"] == "Siti Nurhaliza"
+    assert details.status_code == 200
+    assert details.json()["client"]["contact"]["name"] == "Siti Nurhaliza"
     seen = [t for t in loop.view(medan_rid)["timeline"] if t["kind"] == "personal_data_viewed"]
     assert [t["actor"] for t in seen] == [f"receiver:{medan_receiver}"]
 
@@ -137,10 +146,13 @@ def test_a_record_reusing_another_organisations_contact_id_borrows_nothing(
     assert r.status_code == 204
     assert httpx.get(f"{loop.notify}/v1/inbox", headers=medan_auth).status_code == 401
     refused = eventually_status(offer["url"], medan_grant, 401)
-    assert refused.status_code == 401 and "revoked" in refused.text and "Siti" not in refused.text
+    assert refused.status_code == 401
+    assert "revoked" in refused.text
+    assert "Siti" not in refused.text
     # The copy's grant, from a credential nobody revoked, still opens its own referral.
     assert httpx.get(f"{loop.intake}/v1/receivers/referrals/{copy_rid}", headers=grant).status_code == 200
 
-    assert stack.redis is not None and stack.log_dir is not None
+    assert stack.redis is not None
+    assert stack.log_dir is not None
     assert_no_personal_data_on_streams(stack.redis.url)
     assert_no_personal_data_in_logs(stack.log_dir)

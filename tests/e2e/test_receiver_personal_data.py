@@ -38,10 +38,12 @@ def test_receiver_reads_personal_data_only_after_accepting(
     assert data.status_code == 200, data.text
     body = data.json()
     assert body["client"]["contact"]["name"] == "Siti Nurhaliza"
-    assert body["client"]["initials"] == "SN" and body["narrative"].startswith("Mengalami kekerasan")
+    assert body["client"]["initials"] == "SN"
+    assert body["narrative"].startswith("Mengalami kekerasan")
     view = loop.view(rid)
     seen = [t for t in view["timeline"] if t["kind"] == "personal_data_viewed"]
-    assert len(seen) == 1 and seen[0]["actor"] == f"receiver:{loop.receiver_of('svc-ppa-polrestabes-medan')}"
+    assert len(seen) == 1
+    assert seen[0]["actor"] == f"receiver:{loop.receiver_of('svc-ppa-polrestabes-medan')}"
 
     # The grant opens this referral only; a forged or missing one opens nothing.
     other = loop.refer("PPA-MDN-PD-2")
@@ -57,7 +59,8 @@ def test_receiver_reads_personal_data_only_after_accepting(
     loop.wait_status(rid, "completed")
     assert httpx.get(offer["url"], headers=grant).status_code == 403
 
-    assert stack.redis is not None and stack.log_dir is not None
+    assert stack.redis is not None
+    assert stack.log_dir is not None
     assert_no_personal_data_on_streams(stack.redis.url)
     assert_no_personal_data_in_logs(stack.log_dir)
 

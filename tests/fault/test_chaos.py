@@ -8,6 +8,7 @@ The counts are printed (run with -s to see them) and written to var/fault-report
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import time
@@ -104,7 +105,8 @@ async def check(cs: ChaosStack, seats_before: dict[str, int]) -> dict[str, Any]:
     assert duplicate_mails <= cs.tally.faults["kill -9 notify"] + cs.tally.faults["kill -9 postgres"]
     notified = Counter(r.event_id for r in await cs.sql(
         "intake", "SELECT event_id FROM timeline_entry WHERE kind = 'notified'"))
-    assert len(notified) == len(deliveries) and all(n == 1 for n in notified.values())
+    assert len(notified) == len(deliveries)
+    assert all(n == 1 for n in notified.values())
 
     # -- no seat overbooked ------------------------------------------------------------------
     seats_after = {r.id: r.seats_available for r in await cs.sql("matching", "SELECT id, seats_available FROM service")}
@@ -124,10 +126,8 @@ async def check(cs: ChaosStack, seats_before: dict[str, int]) -> dict[str, Any]:
         pending = 0
         for stream, groups in stream_groups().items():
             for g in groups:
-                try:
+                with contextlib.suppress(Exception):
                     pending += int((await client.xpending(stream, g))["pending"])
-                except Exception:
-                    pass
     finally:
         await client.aclose()
     for g in ("matching", "notify", "intake"):

@@ -68,24 +68,29 @@ async def test_an_agency_is_created_listed_rotated_and_revoked_over_the_api(
         assert r.status_code == 201, r.text
         created = r.json()
         key = created["api_key"]
-        assert created["id"] == "ppa-medan" and created["active"] and key.startswith("rja_")
+        assert created["id"] == "ppa-medan"
+        assert created["active"]
+        assert key.startswith("rja_")
         assert await referrals_with(client, key) == 200
 
         # Kept as an HMAC under the pepper: neither the key nor its plain SHA-256 is stored.
         [row] = await stored(database_url, "SELECT key_hmac, key_hint FROM agency WHERE id = 'ppa-medan'")
         assert row["key_hmac"] == hmac.new(AGENCY_PEPPER.encode(), key.encode(), hashlib.sha256).hexdigest()
-        assert row["key_hmac"] != hashlib.sha256(key.encode()).hexdigest() and row["key_hint"] == key[:8]
+        assert row["key_hmac"] != hashlib.sha256(key.encode()).hexdigest()
+        assert row["key_hint"] == key[:8]
 
         # Shown once: never in a list.
         listed = (await client.get("/v1/agencies", headers=ONBOARDING)).json()["items"]
         assert {a["id"] for a in listed} == {"demo", "ppa-medan"}
-        assert key not in json.dumps(listed) and all("api_key" not in a for a in listed)
+        assert key not in json.dumps(listed)
+        assert all("api_key" not in a for a in listed)
 
         # An id is taken once; one is made up when none is given.
         again = await client.post("/v1/agencies", json={"id": "ppa-medan", "name": "x"}, headers=ONBOARDING)
         assert again.status_code == 409
         made_up = await client.post("/v1/agencies", json={"name": "Dinas Sosial Kupang"}, headers=ONBOARDING)
-        assert made_up.status_code == 201 and made_up.json()["id"]
+        assert made_up.status_code == 201
+        assert made_up.json()["id"]
         bad = await client.post("/v1/agencies", json={"id": "Not An Id!", "name": "x"}, headers=ONBOARDING)
         assert bad.status_code == 422
 
@@ -99,7 +104,8 @@ async def test_an_agency_is_created_listed_rotated_and_revoked_over_the_api(
 
         # Revoke: its key stops working; rotating gives it a new one (active again).
         revoked = await client.post("/v1/agencies/ppa-medan/revoke", headers=ONBOARDING)
-        assert revoked.status_code == 200 and revoked.json()["active"] is False
+        assert revoked.status_code == 200
+        assert revoked.json()["active"] is False
         assert await referrals_with(client, new_key) == 401
         assert (await client.post("/v1/agencies/nobody/revoke", headers=ONBOARDING)).status_code == 404
         assert (await client.post("/v1/agencies/nobody/keys/rotate", headers=ONBOARDING)).status_code == 404
@@ -148,7 +154,8 @@ async def test_the_migration_switches_off_agencies_whose_key_it_cannot_rehash(da
     await engine.dispose()
     await upgrade(database_url, MIGRATIONS)
     [row] = await stored(database_url, "SELECT id, key_hmac, active FROM agency")
-    assert row["key_hmac"] == "none:old" and not row["active"]
+    assert row["key_hmac"] == "none:old"
+    assert not row["active"]
 
 
 @pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
@@ -166,7 +173,8 @@ async def test_agencies_from_the_command_line_are_audited(
     key = json.loads(created.stdout)["api_key"]
     assert (await cli("create", "again", "--id", "ppa-kupang")).exit_code == 1
     listed = await cli("list", "--json")
-    assert listed.exit_code == 0 and [a["id"] for a in json.loads(listed.stdout)] == ["ppa-kupang"]
+    assert listed.exit_code == 0
+    assert [a["id"] for a in json.loads(listed.stdout)] == ["ppa-kupang"]
     assert key not in listed.stdout
 
     async with running(create_app(settings(database_url, redis_url, demo_api_key=None))) as client:
@@ -174,7 +182,8 @@ async def test_agencies_from_the_command_line_are_audited(
         rotated = await cli("rotate", "ppa-kupang", "--json")
         assert rotated.exit_code == 0, rotated.output
         new_key = json.loads(rotated.stdout)["api_key"]
-        assert await referrals_with(client, key) == 401 and await referrals_with(client, new_key) == 200
+        assert await referrals_with(client, key) == 401
+        assert await referrals_with(client, new_key) == 200
         assert (await cli("revoke", "ppa-kupang")).exit_code == 0
         assert await referrals_with(client, new_key) == 401
         assert (await cli("revoke", "nobody")).exit_code == 1

@@ -18,11 +18,13 @@ async def test_reference_relay_drain_and_paced_runs(redis_url: str) -> None:
     try:
         p = probe(make_directory(50, seed=1))
         drained = await flow.drain(client, p, 300, timeout=60, consumer_pids=relay.pids())
-        assert drained["completed"] == 300 and drained["complete"]
+        assert drained["completed"] == 300
+        assert drained["complete"]
         assert drained["ends"] == {"end": 300}
         paced = await flow.paced(client, p, rate=100, duration=1.0, max_backlog=1000, drain_timeout=60)
         assert paced["sent"] == paced["completed"] == 100
-        assert paced["count"] == 100 and paced["p99_ms"] is not None
+        assert paced["count"] == 100
+        assert paced["p99_ms"] is not None
         assert paced["p50_ms"] <= paced["p99_ms"] <= paced["max_ms"]
         # Each entry went through both hops exactly once.
         last = await client.xrevrange(STREAMS[-1], count=1)

@@ -65,7 +65,8 @@ async def test_a_crisis_behind_thousands_of_routine_referrals_is_decided_first(
         assert ahead - before <= 2 * BATCH, (before, ahead)
         # ...while most of the backlog was still waiting.
         assert ahead < BACKLOG // 4, ahead
-        assert decision.outcome == "proposed" and decision.service_id in {"svc-ppa-medan", "svc-uptd-medan"}
+        assert decision.outcome == "proposed"
+        assert decision.service_id in {"svc-ppa-medan", "svc-uptd-medan"}
 
         async def on_urgent_lane() -> list[Any]:
             rows = await redis.xrange(DECISIONS_URGENT)

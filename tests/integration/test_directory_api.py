@@ -95,10 +95,13 @@ async def test_create_get_replace_a_service(client: httpx.AsyncClient) -> None:
     assert r.status_code == 201, r.text
     assert r.headers["location"] == "/v1/services/svc-ppa-polrestabes-medan"
     body = r.json()
-    assert body["rujukan"]["matchable"] is True and body["rujukan"]["flags"] == []
-    assert body["capacities"][0]["available"] == 20 and body["service_areas"][0]["extent"] == "12.71"
+    assert body["rujukan"]["matchable"] is True
+    assert body["rujukan"]["flags"] == []
+    assert body["capacities"][0]["available"] == 20
+    assert body["service_areas"][0]["extent"] == "12.71"
     codes = {(a["taxonomy_term"]["taxonomy"], a["taxonomy_term"]["code"]) for a in body["attributes"]}
-    assert ("policy", "crisis_capable") in codes and ("resource_kind", "police_ppa") in codes
+    assert ("policy", "crisis_capable") in codes
+    assert ("resource_kind", "police_ppa") in codes
 
     assert (await client.post("/v1/services", json=police_unit(), headers=AUTH)).status_code == 409
 
@@ -108,7 +111,8 @@ async def test_create_get_replace_a_service(client: httpx.AsyncClient) -> None:
     renamed = police_unit(name="Unit PPA Polrestabes Medan (Satreskrim)")
     del renamed["id"]  # the path names the service
     r = await client.put("/v1/services/svc-ppa-polrestabes-medan", json=renamed, headers=AUTH)
-    assert r.status_code == 200 and r.json()["name"] == "Unit PPA Polrestabes Medan (Satreskrim)"
+    assert r.status_code == 200
+    assert r.json()["name"] == "Unit PPA Polrestabes Medan (Satreskrim)"
     assert (await client.put("/v1/services/svc-nope", json=renamed, headers=AUTH)).status_code == 404
     assert (await client.get("/v1/services/svc-nope", headers=AUTH)).status_code == 404
 
@@ -128,17 +132,20 @@ async def test_a_bad_service_is_refused_with_422_naming_field_and_reason(
     r = await client.post("/v1/services", json=doc, headers=AUTH)
     assert r.status_code == 422, r.text
     detail = r.json()["errors"]
-    assert detail[0]["field"] == field and detail[0]["reason"].startswith(reason), detail
+    assert detail[0]["field"] == field, detail
+    assert detail[0]["reason"].startswith(reason), detail
     assert (await client.get(f"/v1/services/{doc['id']}", headers=AUTH)).status_code == 404
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_a_body_that_is_not_an_object_or_names_another_service_is_refused(client: httpx.AsyncClient) -> None:
     r = await client.post("/v1/services", json=[police_unit()], headers=AUTH)
-    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "(body)"
+    assert r.status_code == 422
+    assert r.json()["errors"][0]["field"] == "(body)"
     await client.post("/v1/services", json=police_unit(), headers=AUTH)
     r = await client.put("/v1/services/svc-ppa-polrestabes-medan", json=police_unit(id="svc-other"), headers=AUTH)
-    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "id"
+    assert r.status_code == 422
+    assert r.json()["errors"][0]["field"] == "id"
 
 
 async def test_a_service_without_what_the_matcher_needs_is_created_flagged_and_never_a_candidate(
@@ -153,7 +160,8 @@ async def test_a_service_without_what_the_matcher_needs_is_created_flagged_and_n
     assert [f.split(":")[0] for f in r.json()["rujukan"]["flags"]] == ["attributes", "contacts"]
     # Activating does not make it matchable: the flags still say what is missing.
     r = await client.post("/v1/services/svc-ppa-polrestabes-medan/activate", headers=AUTH)
-    assert r.json()["status"] == "active" and r.json()["rujukan"]["matchable"] is False
+    assert r.json()["status"] == "active"
+    assert r.json()["rujukan"]["matchable"] is False
     listed = (await client.get("/v1/services?matchable=false", headers=AUTH)).json()
     assert [s["id"] for s in listed["contents"]] == ["svc-ppa-polrestabes-medan"]
     async with app.state.runtime.sessions() as s:
@@ -174,11 +182,15 @@ async def test_deactivate_takes_a_service_out_of_matching_and_activate_brings_it
 
     assert await candidate_ids() == ["svc-ppa-polrestabes-medan"]
     r = await client.post("/v1/services/svc-ppa-polrestabes-medan/deactivate", headers=AUTH)
-    assert r.status_code == 200 and r.json()["status"] == "inactive" and r.json()["rujukan"]["matchable"] is False
-    assert await candidate_ids() == [] and kicks.calls == 1
+    assert r.status_code == 200
+    assert r.json()["status"] == "inactive"
+    assert r.json()["rujukan"]["matchable"] is False
+    assert await candidate_ids() == []
+    assert kicks.calls == 1
     r = await client.post("/v1/services/svc-ppa-polrestabes-medan/activate", headers=AUTH)
     assert r.json()["rujukan"]["matchable"] is True
-    assert await candidate_ids() == ["svc-ppa-polrestabes-medan"] and kicks.calls == 2
+    assert await candidate_ids() == ["svc-ppa-polrestabes-medan"]
+    assert kicks.calls == 2
     assert (await client.post("/v1/services/svc-nope/deactivate", headers=AUTH)).status_code == 404
 
 
@@ -202,10 +214,12 @@ async def test_capacity_updates_count_the_seats_held_and_wake_the_waitlist(
     r = await client.put(url, json={"available": 5, "maximum": 12}, headers=AUTH)
     assert r.status_code == 200, r.text
     assert r.json()["rujukan"]["seats_available"] == 4  # 5 declared free, 1 held
-    assert r.json()["capacities"][0]["available"] == 4 and r.json()["capacities"][0]["maximum"] == 12
+    assert r.json()["capacities"][0]["available"] == 4
+    assert r.json()["capacities"][0]["maximum"] == 12
     assert kicks.calls == 1
     r = await client.put(url, json={"available": 1, "maximum": 12}, headers=AUTH)
-    assert r.json()["rujukan"]["seats_available"] == 0 and kicks.calls == 1  # fewer seats: nobody to wake
+    assert r.json()["rujukan"]["seats_available"] == 0
+    assert kicks.calls == 1  # fewer seats: nobody to wake
 
     for body, field, reason in [
         ({"available": 13, "maximum": 12}, "available", "greater than maximum (13 > 12)"),
@@ -215,7 +229,8 @@ async def test_capacity_updates_count_the_seats_held_and_wake_the_waitlist(
     ]:
         r = await client.put(url, json=body, headers=AUTH)
         assert r.status_code == 422, r.text
-        assert r.json()["errors"][0]["field"] == field and r.json()["errors"][0]["reason"].startswith(reason)
+        assert r.json()["errors"][0]["field"] == field
+        assert r.json()["errors"][0]["reason"].startswith(reason)
     assert (await client.put("/v1/services/svc-nope/capacity", json={"available": 1, "maximum": 2},
                              headers=AUTH)).status_code == 404
 
@@ -246,11 +261,13 @@ async def test_search_by_term_and_region_in_hsds_pages(client: httpx.AsyncClient
         "total_items": 4, "total_pages": 2, "page_number": 2, "size": 1, "first_page": False, "last_page": True,
         "empty": False}
     beyond = (await client.get("/v1/services?per_page=3&page=3", headers=AUTH)).json()
-    assert beyond["empty"] is True and beyond["contents"] == []
+    assert beyond["empty"] is True
+    assert beyond["contents"] == []
 
     for query, field in [("region=Medan", "region"), ("page=0", "page"), ("per_page=1000", "per_page")]:
         r = await client.get(f"/v1/services?{query}", headers=AUTH)
-        assert r.status_code == 422 and r.json()["errors"][0]["field"] == field, r.text
+        assert r.status_code == 422, r.text
+        assert r.json()["errors"][0]["field"] == field, r.text
 
 
 # ----------------------------------------------------------------------------- import
@@ -266,23 +283,29 @@ async def test_the_official_hsds_examples_import_flagged_and_reimport_unchanged(
     assert {k: r.json()[k] for k in ("created", "updated", "unchanged", "flagged", "rejected")} == {
         "created": 1, "updated": 0, "unchanged": 0, "flagged": 1, "rejected": 0}
     record = r.json()["records"][0]
-    assert record["id"] == EXAMPLE_ID and record["outcome"] == "created"
+    assert record["id"] == EXAMPLE_ID
+    assert record["outcome"] == "created"
     assert {i["field"] for i in record["issues"] if i["severity"] == "flag"} == {"attributes", "service_areas"}
 
     r = await client.post("/v1/directory/import", json=docs["organization_full.hsds-3.0.json"], headers=AUTH)
-    assert r.json()["unchanged"] == 1 and r.json()["records"][0]["pointer"] == "/services/0"
+    assert r.json()["unchanged"] == 1
+    assert r.json()["records"][0]["pointer"] == "/services/0"
 
     r = await client.post("/v1/directory/import", json=docs["service_full.hsds-3.1-dev.json"], headers=AUTH)
-    assert r.json()["updated"] == 1 and r.json()["rejected"] == 0
+    assert r.json()["updated"] == 1
+    assert r.json()["rejected"] == 0
     refused = [i for i in r.json()["records"][0]["issues"] if i["severity"] == "reject"]
     assert refused == [{"field": "capacities[0].available", "severity": "reject",
                         "reason": "greater than maximum (12 > 10): capacity refused"}]
     r = await client.post("/v1/directory/import", json=docs["service_full.hsds-3.1-dev.json"], headers=AUTH)
-    assert r.json()["unchanged"] == 1 and r.json()["updated"] == 0
+    assert r.json()["unchanged"] == 1
+    assert r.json()["updated"] == 0
 
     got = (await client.get(f"/v1/services/{EXAMPLE_ID}", headers=AUTH)).json()
-    assert got["rujukan"]["matchable"] is False and got["fees_description"]  # HSDS fields kept as given
-    assert got["capacities"] == [] and got["contacts"][0]["email"] == "email@example.com"
+    assert got["rujukan"]["matchable"] is False
+    assert got["fees_description"]  # HSDS fields kept as given
+    assert got["capacities"] == []
+    assert got["contacts"][0]["email"] == "email@example.com"
     async with app.state.runtime.sessions() as s:
         assert await candidates(s, "korban_tindak_kekerasan", "12.71.05") == []
 
@@ -303,7 +326,8 @@ async def test_a_mixed_list_reports_each_record_and_stores_the_good_ones(client:
         "reason": "duplicate: 'svc-ppa-polrestabes-medan' is also at record /0; this one is refused"}
     assert rep["records"][3]["issues"][0]["field"] == "minimum_age"
     svc3 = (await client.get("/v1/services/svc-3", headers=AUTH)).json()
-    assert svc3["capacities"] == [] and svc3["rujukan"]["seats_available"] == 0
+    assert svc3["capacities"] == []
+    assert svc3["rujukan"]["seats_available"] == 0
 
 
 async def test_csv_import_reports_lines_and_reimport_changes_nothing(
@@ -320,7 +344,8 @@ async def test_csv_import_reports_lines_and_reimport_changes_nothing(
                             "svc-uptd-ppa-medan"]]
 
     r = await client.post("/v1/directory/import", content=text.encode(), headers=CSV)
-    assert (r.json()["unchanged"], r.json()["created"], r.json()["updated"]) == (4, 0, 0) and kicks.calls == 1
+    assert (r.json()["unchanged"], r.json()["created"], r.json()["updated"]) == (4, 0, 0)
+    assert kicks.calls == 1
 
     # A Dinas Sosial officer edits one row: that service alone is updated.
     edited = text.replace("Pertemuan bulanan", "Pertemuan dua mingguan")
@@ -390,6 +415,7 @@ async def test_what_the_database_refuses_is_reported_against_its_record(
     assert r.status_code == 200, r.text
     assert [x["outcome"] for x in r.json()["records"]] == ["created", "rejected", "created"]
     issue = r.json()["records"][1]["issues"][0]
-    assert issue["field"] == "description" and "NUL" in issue["reason"]
+    assert issue["field"] == "description"
+    assert "NUL" in issue["reason"]
     r = await client.post("/v1/directory/import", json=docs, headers=AUTH)
     assert r.json()["unchanged"] == 2

@@ -136,7 +136,9 @@ async def test_a_change_by_another_process_is_seen_by_the_next_decision(database
         second = await best()
         assert second != first
         after = index.snapshot
-        assert after is not None and after is not before and after.version > before.version
+        assert after is not None
+        assert after is not before
+        assert after.version > before.version
 
         # A change made here, through an import of the edited record: seen at once too.
         rec = next(r for r in records if r.id == second)
@@ -153,7 +155,8 @@ async def test_a_change_by_another_process_is_seen_by_the_next_decision(database
 
         # Re-importing what is there changes nothing, and does not make replicas rebuild.
         latest = index.snapshot
-        assert latest is not None and latest.version == after.version + 1
+        assert latest is not None
+        assert latest.version == after.version + 1
         version = latest.version
         async with db() as s, s.begin():
             again = [r for r in records if r.id not in (first, second)][:5]
@@ -184,8 +187,10 @@ async def test_seats_are_read_live_not_from_the_index(database_url: str) -> None
             await s.execute(update(Service).where(Service.id == top).values(seats_available=0))
         async with db() as s, s.begin():
             views = await index.shortlist(s, f, frozenset(), frozenset())
-        assert views is not None and top not in {v.id for v in views}
-        assert index.snapshot is not None and index.snapshot.version == version  # not rebuilt: read live
+        assert views is not None
+        assert top not in {v.id for v in views}
+        assert index.snapshot is not None
+        assert index.snapshot.version == version  # not rebuilt: read live
     finally:
         await engine.dispose()
 

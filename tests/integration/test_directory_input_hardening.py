@@ -57,16 +57,20 @@ async def test_a_nul_in_an_import_rejects_that_record_only(client: httpx.AsyncCl
     r = await client.post("/v1/directory/import", content=json.dumps([good, bad]), headers=JSON)
     assert r.status_code == 200, r.text
     report = json.dumps(r.json())
-    assert "NUL" in report and r.json()["created"] == 1, report
+    assert "NUL" in report, report
+    assert r.json()["created"] == 1, report
     org_full = {"id": "org-x", "name": "Org\x00X", "services": [police_unit(id="svc-in-org")]}
     r = await client.post("/v1/directory/import", content=json.dumps(org_full), headers=JSON)
-    assert r.status_code == 200 and "NUL" in json.dumps(r.json()) and r.json()["created"] == 0, r.text
+    assert r.status_code == 200, r.text
+    assert "NUL" in json.dumps(r.json()), r.text
+    assert r.json()["created"] == 0, r.text
 
     csv_text = (SEED / "example_directory.csv").read_text().splitlines()
     header, first = csv_text[0], csv_text[1].replace("UPTD PPA Kota Medan,", "UPTD PPA\x00 Kota Medan,", 1)
     r = await client.post("/v1/directory/import", content=f"{header}\n{first}\n".encode(), headers=CSV)
     assert r.status_code == 200, r.text
-    assert "NUL" in json.dumps(r.json()) and r.json()["created"] == 0, r.text
+    assert "NUL" in json.dumps(r.json()), r.text
+    assert r.json()["created"] == 0, r.text
 
 
 async def test_a_nul_in_the_url_never_reaches_the_database(client: httpx.AsyncClient) -> None:

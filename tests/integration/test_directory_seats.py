@@ -61,7 +61,8 @@ async def test_capacity_declared_during_seat_taking_never_overbooks(database_url
         async with db() as s:
             live = await s.scalar(select(Service.seats_available).where(Service.id == "svc-kds"))
             held = await s.scalar(select(func.count()).select_from(SeatHold).where(SeatHold.service_id == "svc-kds"))
-        assert held is not None and held > 0
+        assert held is not None
+        assert held > 0
         assert live == max(0, declared[-1] - held), (live, declared, held)
     finally:
         await engine.dispose()

@@ -76,7 +76,10 @@ def assert_problem(r: httpx.Response, status: int, field: str | None = None) -> 
     assert r.status_code == status, r.text
     assert r.headers["content-type"] == PROBLEM_MEDIA_TYPE, r.headers
     p: dict[str, Any] = r.json()
-    assert p["status"] == status and p["type"] == "about:blank" and p["title"] and p["detail"], p
+    assert p["status"] == status, p
+    assert p["type"] == "about:blank", p
+    assert p["title"], p
+    assert p["detail"], p
     assert isinstance(p["errors"], list)
     if field is not None:
         assert field in [e["field"] for e in p["errors"]], p
@@ -254,8 +257,10 @@ async def test_a_dead_letter_id_that_cannot_be_one_is_4xx(
                             assert_problem(r, 404)
     shown = await asyncio.to_thread(CliRunner().invoke, cli, ["dead-letters", "show", "abc"],
                                     env={"REDIS_URL": redis_url})
-    assert shown.exit_code in (1, 2) and ("no dead letter abc" in shown.output or "looks like" in shown.output)
-    assert isinstance(shown.exception, SystemExit) and "Traceback" not in shown.output  # a message, no traceback
+    assert shown.exit_code in (1, 2)
+    assert ("no dead letter abc" in shown.output or "looks like" in shown.output)
+    assert isinstance(shown.exception, SystemExit)
+    assert "Traceback" not in shown.output  # a message, no traceback
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -316,7 +321,8 @@ async def test_failed_authentication_is_limited_per_client_across_replicas(
         assert (await b2.get("/v1/referrals", headers=AGENCY)).status_code == 200
 
     lines = [r.getMessage() for r in caplog.records if "too many failed authentications" in r.getMessage()]
-    assert len(lines) == 11 and all("10.9.0.1" in line and "/v1/referrals" in line for line in lines)
+    assert len(lines) == 11
+    assert all("10.9.0.1" in line and "/v1/referrals" in line for line in lines)
     assert not any("guess-" in r.getMessage() or DEMO_KEY in r.getMessage() for r in caplog.records)
 
 

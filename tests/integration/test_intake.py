@@ -54,8 +54,10 @@ async def test_submit_publishes_an_event_without_personal_data_and_encrypts_at_r
         assert r.json()["status"] == "submitted"
 
         events = await eventually(lambda: stream_events(redis, SUBMITTED))
-        assert len(events) == 1 and events[0]["subject"] == rid
-        assert events[0]["data"]["age_band"] == "30-34" and events[0]["data"]["region_code"] == "12.71.05"
+        assert len(events) == 1
+        assert events[0]["subject"] == rid
+        assert events[0]["data"]["age_band"] == "30-34"
+        assert events[0]["data"]["region_code"] == "12.71.05"
         raw = json.dumps(events)
         for secret in ("Siti", "3456", "s@example.org", "cerita", '"SN"'):
             assert secret not in raw
@@ -89,7 +91,8 @@ async def test_same_external_ref_gives_the_same_referral_never_a_second(
     async with running(create_app(settings(database_url, redis_url))) as client:
         first = await client.post("/v1/referrals", json=body("K-1"), headers=AUTH)
         again = await client.post("/v1/referrals", json=body("K-1"), headers=AUTH)
-        assert first.status_code == 202 and again.status_code == 200
+        assert first.status_code == 202
+        assert again.status_code == 200
         assert again.json()["id"] == first.json()["id"]
         changed = await client.post("/v1/referrals", json=body("K-1", urgency="priority"), headers=AUTH)
         assert changed.status_code == 409
@@ -112,7 +115,8 @@ async def test_credentials_and_validation(database_url: str, redis_url: str, red
         r = await client.post("/v1/referrals", json=b, headers=AUTH)
         assert r.status_code == 422
         detail = {d["field"]: d["reason"] for d in r.json()["errors"]}
-        assert "client.age" in detail and "120" in detail["client.age"]
+        assert "client.age" in detail
+        assert "120" in detail["client.age"]
         assert "unknown PMKS category" in detail["pmks_category"]
         assert "Siti" not in r.text  # the input is not echoed back
         json_headers = {**AUTH, "content-type": "application/json"}
@@ -132,7 +136,8 @@ async def test_an_agency_sees_only_its_own_referrals(database_url: str, redis_ur
         assert (await client.get("/v1/referrals", headers=other)).json()["items"] == []
         # the same external_ref at another agency is another referral
         r = await client.post("/v1/referrals", json=body(), headers=other)
-        assert r.status_code == 202 and r.json()["id"] != rid
+        assert r.status_code == 202
+        assert r.json()["id"] != rid
 
 
 def matched(rid: str, urgency: str = "routine") -> Envelope:
@@ -167,7 +172,8 @@ async def test_decisions_and_notifications_reach_the_timeline_once(
         assert view["status"] == "proposed"
         assert view["match"]["service_name"] == "Kelompok A"
         assert "wilayah Kota Medan" in tl[1]["reason"]["id"]
-        assert await redis.xlen(DECISIONS) == 2 and await redis.xlen(NOTIFICATIONS) == 2
+        assert await redis.xlen(DECISIONS) == 2
+        assert await redis.xlen(NOTIFICATIONS) == 2
         pending = await redis.xpending(DECISIONS, "intake")
         assert pending["pending"] == 0
 
@@ -183,7 +189,7 @@ async def test_a_referral_committed_while_redis_is_down_is_published_later(
     await intake.ensure_agency("demo", "Demo", DEMO_KEY)
     referral, created = await intake.submit("demo", ReferralRequest.model_validate(body("OFFLINE-1")))
     assert created
-    with pytest.raises(Exception):  # noqa: B017 - whatever the connection error, the row must stay
+    with pytest.raises(Exception):  # noqa: B017, PT011 - whatever the connection error, the row must stay
         await intake.relay.publish_pending()
     async with factory() as s:
         assert (await s.execute(text("SELECT count(*) FROM outbox WHERE published_at IS NULL"))).scalar_one() == 1
@@ -214,5 +220,6 @@ async def test_database_away_answers_503_with_retry_after_and_no_traceback(
         r = await client.post("/v1/referrals", json=body("DOWN-1"), headers=AUTH)
         assert r.status_code == 503, r.text
         assert r.headers["retry-after"] == "2"
-        assert "Siti" not in caplog.text and "Traceback" not in caplog.text
+        assert "Siti" not in caplog.text
+        assert "Traceback" not in caplog.text
         await dead.dispose()

@@ -54,7 +54,8 @@ async def test_every_step_of_the_loop_reaches_the_timeline_with_who_and_why(
 
         # Completed is closed: no cancelling it, and a late step changes nothing.
         r = await client.post(f"/v1/referrals/{rid}/cancel", json={"reason_code": "duplicate"}, headers=AUTH)
-        assert r.status_code == 409 and r.json()["errors"][0]["field"] == "status"
+        assert r.status_code == 409
+        assert r.json()["errors"][0]["field"] == "status"
 
 
 async def test_an_expiry_and_a_refused_response_are_recorded_without_moving_the_status(
@@ -80,7 +81,8 @@ async def test_an_expiry_and_a_refused_response_are_recorded_without_moving_the_
         assert [(t["kind"], t["status"]) for t in tl] == [
             ("submitted", "submitted"), ("proposed", "proposed"), ("hold_expired", None),
             ("waitlisted", "waitlisted"), ("response_refused", None)]
-        assert "tidak menanggapi dalam batas waktu" in tl[2]["reason"]["id"] and tl[2]["actor"] == "matching"
+        assert "tidak menanggapi dalam batas waktu" in tl[2]["reason"]["id"]
+        assert tl[2]["actor"] == "matching"
         assert "batas waktu sudah habis" in tl[4]["reason"]["id"]
 
 
@@ -92,7 +94,8 @@ async def test_the_agency_cancels_an_open_referral(database_url: str, redis_url:
         await publish(redis, [matched(rid, urgency="crisis")])
 
         r = await client.post(f"/v1/referrals/{rid}/cancel", json={"reason_code": "nope"}, headers=AUTH)
-        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "reason_code"
+        assert r.status_code == 422
+        assert r.json()["errors"][0]["field"] == "reason_code"
         await app.state.intake.ensure_agency("other", "Dinas Lain", "other-key")
         other = {"Authorization": "Bearer other-key"}
         r = await client.post(f"/v1/referrals/{rid}/cancel", json={"reason_code": "duplicate"}, headers=other)
@@ -107,14 +110,16 @@ async def test_the_agency_cancels_an_open_referral(database_url: str, redis_url:
         assert (last["kind"], last["actor"]) == ("cancelled", "agency:demo")
         assert last["reason"]["id"] == "Dibatalkan oleh lembaga perujuk: klien mengundurkan diri"
         again = await client.post(f"/v1/referrals/{rid}/cancel", json={"reason_code": "client_withdrew"}, headers=AUTH)
-        assert again.status_code == 200 and len(again.json()["timeline"]) == len(view["timeline"])
+        assert again.status_code == 200
+        assert len(again.json()["timeline"]) == len(view["timeline"])
 
         # One event, in the urgent lane (a crisis), with no personal data.
         async def cancelled() -> list[dict[str, Any]]:
             return [json.loads(f[b"event"]) for _, f in await redis.xrange(CANCELLATIONS_URGENT)]
 
         events = await eventually(cancelled)
-        assert len(events) == 1 and events[0]["type"] == "referral.cancelled.v1"
+        assert len(events) == 1
+        assert events[0]["type"] == "referral.cancelled.v1"
         assert events[0]["data"] == {"referral_id": rid, "agency_id": "demo", "reason_code": "client_withdrew",
                                      "urgency": "crisis", "risk_flags": ["ongoing_violence"]}
         assert await redis.xlen(CANCELLATIONS) == 0
@@ -126,4 +131,5 @@ async def test_the_agency_cancels_an_open_referral(database_url: str, redis_url:
             return v if v["timeline"][-1]["kind"] == "proposed" else None
 
         view = await eventually(recorded)
-        assert view["status"] == "cancelled" and view["timeline"][-1]["status"] is None
+        assert view["status"] == "cancelled"
+        assert view["timeline"][-1]["status"] is None

@@ -47,7 +47,8 @@ def test_keys_new_prints_an_entry_that_encryption_keys_accepts() -> None:
     result = runner.invoke(rujukan, ["keys", "new", "--id", "k9"])
     assert result.exit_code == 0, result.output
     entry = result.stdout.strip().splitlines()[0]
-    assert entry.startswith("k9:") and FieldCipher(entry).current == "k9"
+    assert entry.startswith("k9:")
+    assert FieldCipher(entry).current == "k9"
 
 
 async def test_rotate_then_remove_the_old_key_and_everything_still_reads(
@@ -83,7 +84,8 @@ async def test_rotate_then_remove_the_old_key_and_everything_still_reads(
     status = await cli(database_url, "status")
     assert "0 referral(s) to rotate" in status.output, status.output
     again = await cli(database_url, "rotate")
-    assert again.exit_code == 0 and "0 referral(s) re-encrypted" in again.output
+    assert again.exit_code == 0
+    assert "0 referral(s) re-encrypted" in again.output
 
     after = await rows(database_url)
     only_k2 = FieldCipher(K2)
@@ -141,11 +143,14 @@ async def test_reading_personal_data_sealed_with_a_removed_key_answers_409_namin
     async with running(with_keys(K2)) as client:
         r = await client.get(url, headers=auth)
     assert r.status_code == 409, r.text
-    assert "'k1'" in r.json()["detail"] and "rujukan keys rotate" in r.json()["detail"]
+    assert "'k1'" in r.json()["detail"]
+    assert "rujukan keys rotate" in r.json()["detail"]
     for secret in ("Siti", "cerita", "SN"):
-        assert secret not in r.text and secret not in caplog.text
+        assert secret not in r.text
+        assert secret not in caplog.text
     lines = [rec for rec in caplog.records if "sealed with key 'k1'" in rec.getMessage()]
-    assert len(lines) == 1 and lines[0].exc_info is None  # no traceback
+    assert len(lines) == 1
+    assert lines[0].exc_info is None  # no traceback
 
     # Restored (after the current key), it reads again.
     async with running(with_keys(f"{K2},{K1}")) as client:

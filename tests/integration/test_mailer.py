@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from aiosmtpd.smtp import SMTP as SMTPServer
+from aiosmtpd.smtp import SMTP
 
 from devtools.mailcatcher import MailCatcher
 from devtools.redis_server import free_port
@@ -26,12 +26,14 @@ async def test_consecutive_mails_share_one_session(mailbox: MailCatcher) -> None
         await _send(m, 3)
         session = m._smtp
         await _send(m, 2, prefix="n")
-        assert m._smtp is session and session is not None  # the same session carried all five
+        assert m._smtp is session
+        assert session is not None  # the same session carried all five
     finally:
         await m.close()
     got = mailbox.received()
     assert [g.message["Message-ID"] for g in got] == [f"<{p}@rujukan>" for p in ("m0", "m1", "m2", "n0", "n1")]
-    assert got[0].message["Importance"] == "high" and got[1].message["Importance"] is None
+    assert got[0].message["Importance"] == "high"
+    assert got[1].message["Importance"] is None
     assert m._smtp is None
 
 
@@ -59,7 +61,7 @@ async def test_a_dropped_or_stale_session_is_replaced(tmp_path, monkeypatch: pyt
 
 async def test_a_failed_session_is_closed_and_the_error_reaches_the_caller(tmp_path) -> None:  # type: ignore[no-untyped-def]
     class Refusing:
-        async def handle_RCPT(self, server: SMTPServer, session, envelope, address, options):  # type: ignore[no-untyped-def]
+        async def handle_RCPT(self, server: SMTP, session, envelope, address, options):  # type: ignore[no-untyped-def]
             return "550 no such mailbox"
 
     from aiosmtpd.controller import Controller

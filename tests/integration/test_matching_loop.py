@@ -52,12 +52,15 @@ async def test_a_crisis_in_medan_goes_to_the_police_ppa_with_reasons_and_a_short
     m = only(out, ReferralMatched)
     assert m.service_id in {"svc-ppa-medan", "svc-uptd-medan"}  # never the peer group
     assert m.risk_flags == ["ongoing_violence"]
-    assert m.hold_expires_at is not None and m.hold_expires_at - utcnow() < timedelta(hours=4, minutes=1)
-    assert "menangani kasus krisis" in m.reasons_id and any(r.startswith("kursi tersedia") for r in m.reasons_id)
+    assert m.hold_expires_at is not None
+    assert m.hold_expires_at - utcnow() < timedelta(hours=4, minutes=1)
+    assert "menangani kasus krisis" in m.reasons_id
+    assert any(r.startswith("kursi tersedia") for r in m.reasons_id)
     losers = {c.service_id: c for c in m.candidates if c.outcome != "chosen"}
     assert losers["svc-sebaya-daring"].reasons_id == ["kelompok dukungan tidak menangani situasi darurat"]
     decisions = await world.decisions(e.referral_id)
-    assert [d.outcome for d in decisions] == ["proposed"] and decisions[0].candidates  # stored for audit
+    assert [d.outcome for d in decisions] == ["proposed"]
+    assert decisions[0].candidates  # stored for audit
     await world.check_invariants()
 
 
@@ -82,8 +85,10 @@ async def test_decline_releases_the_seat_and_proposes_the_next_never_the_same_ag
     out = await world.send(response(first, "declined", reason_code="outside_mandate"))
     assert [x.type for x in out] == ["referral.status_changed.v1", "referral.matched.v2"]  # in this order
     declined, second = out[0].payload(), out[1].payload()
-    assert isinstance(declined, ReferralStatusChanged) and declined.reason_code == "outside_mandate"
-    assert isinstance(second, ReferralMatched) and second.service_id != first.service_id
+    assert isinstance(declined, ReferralStatusChanged)
+    assert declined.reason_code == "outside_mandate"
+    assert isinstance(second, ReferralMatched)
+    assert second.service_id != first.service_id
     assert any(c.service_id == first.service_id and c.reasons_id == ["sudah menolak rujukan ini"]
                for c in second.candidates)
     # Decline everything in turn: it ends unmatched, saying that every suitable service declined.
@@ -91,7 +96,8 @@ async def test_decline_releases_the_seat_and_proposes_the_next_never_the_same_ag
     while isinstance(current, ReferralMatched):
         out = await world.send(response(current, "declined"))
         current = out[-1].payload()
-    assert isinstance(current, ReferralUnmatched) and "sudah menolak" in current.reasons_id[0]
+    assert isinstance(current, ReferralUnmatched)
+    assert "sudah menolak" in current.reasons_id[0]
     services = [h.service_id for h in await world.holds()]
     assert len(services) == len(set(services))  # never proposed twice to one service
     await world.check_invariants()
@@ -115,8 +121,10 @@ async def test_expired_hold_goes_to_the_next_candidate_and_a_late_accept_is_refu
     assert await world.matching.expire_due(now=utcnow() + timedelta(hours=73)) == 1
     out = await world.published_since(mark)
     expired, second = out[0].payload(), out[1].payload()
-    assert isinstance(expired, ReferralStatusChanged) and expired.status == "hold_expired"
-    assert isinstance(second, ReferralMatched) and second.service_id != first.service_id
+    assert isinstance(expired, ReferralStatusChanged)
+    assert expired.status == "hold_expired"
+    assert isinstance(second, ReferralMatched)
+    assert second.service_id != first.service_id
     late = only(await world.send(response(first, "accepted")), ReferralResponseRefused)
     assert late.reason_code == "hold_expired"
     assert (await world.case(e.referral_id)).lapsed_service_ids == [first.service_id]  # type: ignore[union-attr]

@@ -7,6 +7,7 @@ not send (due at once, no sign-in code left behind for a mail never sent)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 import time
@@ -66,7 +67,8 @@ async def test_smtp_down_backs_off_then_gives_up_with_notification_failed(databa
         assert await scalar(notify, "SELECT count(*) FROM delivery WHERE state = 'pending' AND attempts = 1"
                                     " AND last_error IS NOT NULL") == 3
         assert await notify.deliver_due() == 0  # backed off: nothing due
-        assert await scalar(notify, "SELECT count(*) FROM outbox") == 0 and relay.kicks == 0
+        assert await scalar(notify, "SELECT count(*) FROM outbox") == 0
+        assert relay.kicks == 0
 
         await make_due(notify)
         assert await notify.deliver_due() == 3
@@ -181,10 +183,8 @@ async def test_a_round_stopped_between_send_and_record_mails_that_one_again_with
         await notify.handle([message(matched(f"ct-{i}", urgency="routine")) for i in range(3)])
         mailbox.on_message = stop_on_the_third
         round_ = asyncio.create_task(notify.deliver_due())
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await round_
-        except asyncio.CancelledError:
-            pass
         assert round_.cancelled()
         mailbox.on_message = None
         assert await scalar(notify, "SELECT count(*) FROM delivery WHERE state = 'sent'") == 2
@@ -193,7 +193,9 @@ async def test_a_round_stopped_between_send_and_record_mails_that_one_again_with
         assert await notify.deliver_due() == 1
         assert await scalar(notify, "SELECT count(*) FROM delivery WHERE state = 'sent'") == 3
         ids = [m["Message-ID"] for m in mailbox.messages()]
-        assert len(ids) == 4 and len(set(ids)) == 3 and ids[2] == ids[3]
+        assert len(ids) == 4
+        assert len(set(ids)) == 3
+        assert ids[2] == ids[3]
         assert await scalar(notify, "SELECT count(*) FROM outbox") == 3
     finally:
         mailbox.on_message = None

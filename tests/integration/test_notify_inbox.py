@@ -121,17 +121,24 @@ async def test_a_mail_link_signs_in_once_to_that_proposal_only(
         code = await link_of(mailbox, mine)
 
         r = await sign_in(client, code)
-        assert r.status_code == 303 and r.headers["location"] == f"/v1/inbox/{mine.decision_id}"
-        assert r.headers["cache-control"] == "no-store" and r.headers["referrer-policy"] == "no-referrer"
+        assert r.status_code == 303
+        assert r.headers["location"] == f"/v1/inbox/{mine.decision_id}"
+        assert r.headers["cache-control"] == "no-store"
+        assert r.headers["referrer-policy"] == "no-referrer"
         cookie = r.headers["set-cookie"].lower()
-        assert "httponly" in cookie and "samesite=lax" in cookie and "secure" in cookie and "path=/" in cookie
+        assert "httponly" in cookie
+        assert "samesite=lax" in cookie
+        assert "secure" in cookie
+        assert "path=/" in cookie
         session = session_of(r)
         auth = with_session(session)
 
         # The link works once: a second use (a forwarded mail, a replay) opens nothing.
         again = await sign_in(client, code)
-        assert again.status_code == 410 and "already used or has expired" in again.json()["detail"]
-        assert "set-cookie" not in again.headers and mine.referral_id not in again.text
+        assert again.status_code == 410
+        assert "already used or has expired" in again.json()["detail"]
+        assert "set-cookie" not in again.headers
+        assert mine.referral_id not in again.text
 
         # The session opens that proposal, and no other: not another of the same receiver's,
         # not another receiver's.
@@ -153,21 +160,26 @@ async def test_a_mail_link_signs_in_once_to_that_proposal_only(
 
         # The same receiver's next mail, followed in the same browser, adds its proposal.
         r = await sign_in(client, await link_of(mailbox, also_mine), session)
-        assert r.status_code == 303 and "set-cookie" not in r.headers
+        assert r.status_code == 303
+        assert "set-cookie" not in r.headers
         listed = (await client.get("/v1/inbox", headers=auth)).json()
         assert {i["id"] for i in listed["items"]} == {mine.decision_id, also_mine.decision_id}
         # Another receiver's mail in this browser starts that receiver's own session.
         r = await sign_in(client, await link_of(mailbox, theirs), session)
-        assert r.status_code == 303 and session_of(r) != session
+        assert r.status_code == 303
+        assert session_of(r) != session
         assert (await client.get(f"/v1/inbox/{theirs.decision_id}", headers=auth)).status_code == 404
 
         url = f"/v1/inbox/{mine.decision_id}/responses"
         r = await client.post(url, json={"response": "declined"}, headers=auth)
-        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "reason_code"
+        assert r.status_code == 422
+        assert r.json()["errors"][0]["field"] == "reason_code"
         r = await client.post(url, json={"response": "completed", "outcome_code": "goals_met"}, headers=auth)
-        assert r.status_code == 409 and r.json()["errors"][0]["field"] == "response"
+        assert r.status_code == 409
+        assert r.json()["errors"][0]["field"] == "response"
         r = await client.post(url, json={"response": "accepted"}, headers=auth)
-        assert r.status_code == 202 and r.json()["status"] == "accepted"
+        assert r.status_code == 202
+        assert r.json()["status"] == "accepted"
         again = await client.post(url, json={"response": "accepted"}, headers=auth)
         assert again.status_code == 200  # the same answer twice: one event
 
@@ -176,7 +188,8 @@ async def test_a_mail_link_signs_in_once_to_that_proposal_only(
 
         events = await eventually(responses)
         await asyncio.sleep(0.3)
-        assert len(await responses()) == 1 and await redis.xlen(RESPONSES) == 0  # a crisis: the urgent lane
+        assert len(await responses()) == 1
+        assert await redis.xlen(RESPONSES) == 0  # a crisis: the urgent lane
         data = events[0]["data"]
         assert events[0]["type"] == "referral.response.v2"
         assert {k: data[k] for k in ("referral_id", "decision_id", "service_id", "response",
@@ -225,13 +238,16 @@ async def test_an_expired_link_opens_nothing(database_url: str, redis_url: str, 
         async with app.state.runtime.sessions() as s, s.begin():
             await s.execute(text("UPDATE signin_code SET expires_at = :t"), {"t": utcnow() - timedelta(seconds=1)})
         r = await sign_in(client, code)
-        assert r.status_code == 410 and "set-cookie" not in r.headers and "/renew" in r.json()["detail"]
+        assert r.status_code == 410
+        assert "set-cookie" not in r.headers
+        assert "/renew" in r.json()["detail"]
         assert (await sign_in(client, "never-issued")).status_code == 410
 
         # Asking for a new one mails the proposal again, with a new link, to the same address
         # (the answer holds nothing); once per link.
         renew = await client.post(f"/v1/signin/{code}/renew")
-        assert renew.status_code == 202 and proposal.referral_id not in renew.text
+        assert renew.status_code == 202
+        assert proposal.referral_id not in renew.text
         assert (await client.post("/v1/signin/never-issued/renew")).status_code == 202
 
         async def mails() -> list[Any]:
@@ -241,7 +257,8 @@ async def test_an_expired_link_opens_nothing(database_url: str, redis_url: str, 
         first, second = await eventually(mails, timeout=20)
         assert second["To"] == first["To"] == "ct-late@example.org"
         fresh = LINK.search(second.get_content())
-        assert fresh is not None and fresh.group(1) != code
+        assert fresh is not None
+        assert fresh.group(1) != code
         assert (await sign_in(client, fresh.group(1))).status_code == 303
         assert (await client.post(f"/v1/signin/{code}/renew")).status_code == 202
         await asyncio.sleep(0.5)
@@ -269,7 +286,8 @@ async def test_operators_issue_list_and_revoke_a_systems_token_mailed_to_the_rec
         # The operator learns the token's id, expiry and where it went (masked): never the token.
         token = answer.json()
         assert set(token) == {"id", "receiver_id", "expires_at", "delivered_to"}
-        assert token["receiver_id"] == receiver and token["delivered_to"] == "p***@example.org"
+        assert token["receiver_id"] == receiver
+        assert token["delivered_to"] == "p***@example.org"
         assert "rjk_" not in answer.text
         secret = await mailed_token(mailbox, "prse@example.org", token["id"])
         auth = bearer(secret)
@@ -279,7 +297,9 @@ async def test_operators_issue_list_and_revoke_a_systems_token_mailed_to_the_rec
                                       {"id": token["id"]})).scalars().all()
             bodies = (await s.execute(text("SELECT body FROM delivery WHERE kind = 'system_token'"))).scalars().all()
         assert hashes == [hashlib.sha256(secret.encode()).hexdigest()]
-        assert len(bodies) == 1 and secret not in bodies[0] and "rjk_" not in bodies[0]
+        assert len(bodies) == 1
+        assert secret not in bodies[0]
+        assert "rjk_" not in bodies[0]
         # Only the onboarding role issues, lists and revokes; and never without a key.
         assert (await client.post(f"/v1/receivers/{receiver}/tokens", json={},
                                   headers=bearer(OPERATIONS_KEY))).status_code == 403
@@ -301,7 +321,8 @@ async def test_operators_issue_list_and_revoke_a_systems_token_mailed_to_the_rec
         listed = (await client.get(f"/v1/receivers/{receiver}/credentials", headers=ONBOARDING)).json()
         assert [(c["id"], c["kind"], c["source"]) for c in listed["items"]] == [
             (token["id"], "token", "operator:test-onboarding")]
-        assert listed["items"][0]["last_used_at"] is not None and listed["items"][0]["revoked_at"] is None
+        assert listed["items"][0]["last_used_at"] is not None
+        assert listed["items"][0]["revoked_at"] is None
         assert secret not in json.dumps(listed)
 
         url = f"/v1/receivers/{receiver}/credentials/{token['id']}"
@@ -343,7 +364,8 @@ async def test_a_systems_token_needs_an_address_the_directory_gave(
         r = await eventually(refused)
         assert r.headers["content-type"].startswith("application/problem+json")
         error = r.json()["errors"][0]
-        assert error["field"] == "receiver_id" and error["receiver_id"] == receiver
+        assert error["field"] == "receiver_id"
+        assert error["receiver_id"] == receiver
         assert error["reason"] == "no address on file to send the token to"
         async with app.state.runtime.sessions() as s:
             assert not (await s.execute(text("SELECT count(*) FROM receiver_token"))).scalar()
@@ -352,7 +374,9 @@ async def test_a_systems_token_needs_an_address_the_directory_gave(
         await publish(redis, [wrap(proposal)])
         await link_of(mailbox, proposal)
         r = await client.post(f"/v1/receivers/{receiver}/tokens", json={"valid_days": 1}, headers=ONBOARDING)
-        assert r.status_code == 202 and r.json()["delivered_to"] == "c***@example.org" and "rjk_" not in r.text
+        assert r.status_code == 202
+        assert r.json()["delivered_to"] == "c***@example.org"
+        assert "rjk_" not in r.text
         secret = await mailed_token(mailbox, "ct-noaddr@example.org", r.json()["id"])
         listed = (await client.get("/v1/inbox", headers=bearer(secret))).json()
         assert [i["id"] for i in listed["items"]] == [proposal.decision_id]
@@ -392,7 +416,8 @@ async def test_a_systems_token_not_mailed_opens_nothing(database_url: str, mailb
     try:
         await notify.handle([message(matched("ct-sys", urgency="routine"))])
         issued = await credentials.issue_token(receiver_of("ct-sys"), timedelta(days=1), "operator:test")
-        assert issued.delivered_to == "c***@example.org" and await hashes() == [None]
+        assert issued.delivered_to == "c***@example.org"
+        assert await hashes() == [None]
         # SMTP down: the token minted for the attempt is discarded with it.
         assert await notify.deliver_due() == 2
         assert await hashes() == [None]
@@ -424,7 +449,9 @@ async def test_a_systems_token_not_mailed_opens_nothing(database_url: str, mailb
                                    {"id": again.id})).one()
             state = (await s.execute(text("SELECT state FROM delivery WHERE decision_id = :id"),
                                      {"id": again.id})).scalar()
-        assert row[0] is None and row[1] is not None and state == "failed"
+        assert row[0] is None
+        assert row[1] is not None
+        assert state == "failed"
     finally:
         mailbox.on_message = None
         release.set()
@@ -455,7 +482,8 @@ async def test_late_answers_are_refused_and_closing_notices_reach_the_receiver(
         await eventually(all_three)
         auth = bearer(token)
         r = await client.post(f"/v1/inbox/{late.decision_id}/responses", json={"response": "accepted"}, headers=auth)
-        assert r.status_code == 409 and "run out" in r.json()["errors"][0]["reason"]
+        assert r.status_code == 409
+        assert "run out" in r.json()["errors"][0]["reason"]
 
         await publish(redis, [
             wrap(ReferralStatusChanged(referral_id=late.referral_id, decision_id=late.decision_id,
@@ -469,7 +497,8 @@ async def test_late_answers_are_refused_and_closing_notices_reach_the_receiver(
                                          urgency="routine")),
         ])
         expired = await mailbox.wait_for_async(lambda m: m["Subject"].startswith("Batas waktu habis"), timeout=20)
-        assert late.referral_id in expired["Subject"] and "dialihkan" in expired.get_content()
+        assert late.referral_id in expired["Subject"]
+        assert "dialihkan" in expired.get_content()
         cancelled = await mailbox.wait_for_async(lambda m: m["Subject"].startswith("Rujukan dibatalkan"),
                                                  timeout=20)
         assert "klien mengundurkan diri" in cancelled.get_content()

@@ -93,7 +93,8 @@ async def test_each_role_does_its_own_work_only_and_every_call_is_audited(
         ]
         assert all(e["client"] == "127.0.0.1" for e in entries)
         at = [datetime.fromisoformat(e["at"]) for e in entries]
-        assert at == sorted(at) and all(t.tzinfo is not None for t in at)
+        assert at == sorted(at)
+        assert all(t.tzinfo is not None for t in at)
 
         # The auditor's own reading is an operator action too.
         last = (await audit(client, operator="test-audit"))[-1]

@@ -53,14 +53,17 @@ async def test_reused_contact_ids_are_reported_and_never_share_a_receiver(databa
         issues = reuse_issues(first)
         assert issues["svc-medan"] == issues["svc-medan-2"] == []
         [issue] = issues["svc-copy-1"]
-        assert issue["field"] == "contacts[0].id" and issue["severity"] == "warning"
-        assert "'ct-ppa-medan'" in issue["reason"] and "'svc-medan'" in issue["reason"]
+        assert issue["field"] == "contacts[0].id"
+        assert issue["severity"] == "warning"
+        assert "'ct-ppa-medan'" in issue["reason"]
+        assert "'svc-medan'" in issue["reason"]
 
         # Reusing it later, against what the directory holds: reported too.
         later = await import_parsed(db, parse_document(
             service("svc-copy-2", "org-copy", "ct-ppa-medan", "copy2@copy.example")))
         [issue] = reuse_issues(later)["svc-copy-2"]
-        assert issue["field"] == "contacts[0].id" and "another organisation ('org-medan')" in issue["reason"]
+        assert issue["field"] == "contacts[0].id"
+        assert "another organisation ('org-medan')" in issue["reason"]
 
         async with db() as s:
             receivers = {r.service_id: r for r in (await s.scalars(select(Receiver))).all()}
@@ -99,12 +102,15 @@ async def test_a_csv_row_moved_to_another_organisation_gets_a_new_receiver(datab
         moved = await import_parsed(db, parse_csv(CSV_HEADER + row.format(org="org-b")))
         assert moved.updated == 1
         [issue] = reuse_issues(moved)["svc-kds"]
-        assert issue["field"] == "contact_email" and "another organisation ('org-a')" in issue["reason"]
+        assert issue["field"] == "contact_email"
+        assert "another organisation ('org-a')" in issue["reason"]
         async with db() as s:
             after = await s.scalar(select(Service.receiver_id).where(Service.id == "svc-kds"))
             owners = (await s.execute(select(Receiver.id, Receiver.organization_id)
                                       .where(Receiver.service_id == "svc-kds"))).all()
-        assert before and after and before != after  # org-a's inbox is not handed to org-b
+        assert before
+        assert after
+        assert before != after  # org-a's inbox is not handed to org-b
         assert dict(owners) == {before: "org-a", after: "org-b"}
     finally:
         await engine.dispose()

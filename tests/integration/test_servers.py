@@ -193,7 +193,8 @@ async def test_mailcatcher_receives_and_writes_eml(mailbox: MailCatcher) -> None
 
     caught = mailbox.received()[-1]
     assert set(caught.rcpt_tos) == {"pekerja.sosial@example.org", "supervisor@example.org"}
-    assert caught.path is not None and caught.path.exists()
+    assert caught.path is not None
+    assert caught.path.exists()
     new = set(mailbox.maildir.glob("*.eml")) - before
     assert new == {caught.path}
     assert not list(mailbox.maildir.glob("*.tmp"))

@@ -133,7 +133,9 @@ async def test_poison_entries_go_to_the_dead_letter_stream_and_the_consumer_goes
     assert "urgency: Field required" in letters[bad_schema]["error"]
     assert letters[no_event]["error"] == "entry has no 'event' field"
     for d in letters.values():
-        assert d["consumer"] == "c1" and d["group"] == lane.group and d["stream"] == lane.routine
+        assert d["consumer"] == "c1"
+        assert d["group"] == lane.group
+        assert d["stream"] == lane.routine
     assert json.loads(letters[bad_json]["entry"]) == {"type": "referral.submitted.v1", "event": "{not json"}
     assert await lane.pending() == 0  # every entry acknowledged, the poison ones too
 
@@ -196,7 +198,9 @@ async def test_an_entry_that_keeps_failing_is_retried_a_bounded_number_of_times_
     assert "ValueError: cannot decide: directory row is corrupt" in letter["error"]
     assert await lane.pending() == 0
     stats = await redis.hgetall(stats_key(lane.group))
-    assert int(stats["handled"]) == 5 and int(stats["failed"]) == 3 and int(stats["dead_lettered"]) == 1
+    assert int(stats["handled"]) == 5
+    assert int(stats["failed"]) == 3
+    assert int(stats["dead_lettered"]) == 1
 
 
 async def test_infrastructure_errors_are_retried_in_place_and_never_count_as_deliveries(
@@ -220,7 +224,8 @@ async def test_infrastructure_errors_are_retried_in_place_and_never_count_as_del
     task = await running(c)
     await until(lambda: _eq(lambda: len(got), 1))
     await stop(c, task)
-    assert got[0].envelope.id == e.id and got[0].deliveries == 1
+    assert got[0].envelope.id == e.id
+    assert got[0].deliveries == 1
     assert await redis.xlen(dead_letter_stream(lane.group)) == 0
     assert await lane.pending() == 0
 
@@ -337,7 +342,8 @@ async def test_replaying_a_repaired_dead_letter_reaches_the_same_group_only(redi
     await replay_dead_letter(redis, lane.group, letter["id"], json.dumps(broken))
     await until(lambda: _eq(lambda: len(got), 1))
     await stop(c, task)
-    assert got[0].envelope.id == broken["id"] and got[0].stream == replay_stream(lane.group)
+    assert got[0].envelope.id == broken["id"]
+    assert got[0].stream == replay_stream(lane.group)
     assert await redis.xlen(dead_letter_stream(lane.group)) == 0
     # Replayed once: a second replay of the same letter finds nothing.
     with pytest.raises(KeyError):

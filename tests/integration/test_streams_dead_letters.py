@@ -96,8 +96,11 @@ async def test_a_dead_letter_replayed_as_it_was_over_http_goes_all_the_way(
                 return list(res) if len(res) == 2 else None
 
             sound, broken = await eventually(letters)
-            assert sound["group"] == "matching" and sound["stream"] == SUBMITTED and sound["event"]["subject"] == rid
-            assert "age_band" in broken["error"] and broken["event"]["id"] == damaged["id"]
+            assert sound["group"] == "matching"
+            assert sound["stream"] == SUBMITTED
+            assert sound["event"]["subject"] == rid
+            assert "age_band" in broken["error"]
+            assert broken["event"]["id"] == damaged["id"]
 
             # Every service shows the same dead letters; none without the operations key.
             shown = await notify.get(f"/v1/ops/dead-letters/{sound['id']}", headers=ADMIN)
@@ -109,7 +112,8 @@ async def test_a_dead_letter_replayed_as_it_was_over_http_goes_all_the_way(
                 assert (await matching.get(f"/v1/ops/dead-letters/{bad_id}", headers=ADMIN)).status_code == 422
                 assert (await matching.post(f"/v1/ops/dead-letters/{bad_id}/replay", headers=ADMIN)).status_code == 422
             bad_group = await matching.get("/v1/ops/dead-letters", params={"group": "nobody"}, headers=ADMIN)
-            assert bad_group.status_code == 422 and bad_group.json()["errors"][0]["field"] == "group"
+            assert bad_group.status_code == 422
+            assert bad_group.json()["errors"][0]["field"] == "group"
 
             # The damaged one would only fail again: refused with the reason, and no body an
             # operator sends takes its place (an operator never puts an event of their own
@@ -118,7 +122,8 @@ async def test_a_dead_letter_replayed_as_it_was_over_http_goes_all_the_way(
             for body in (None, {"event": repaired}):
                 r = await matching.post(f"/v1/ops/dead-letters/{broken['id']}/replay", json=body, headers=ADMIN)
                 assert r.status_code == 422
-                assert r.json()["errors"][0]["field"] == "event" and "age_band" in r.json()["errors"][0]["reason"]
+                assert r.json()["errors"][0]["field"] == "event"
+                assert "age_band" in r.json()["errors"][0]["reason"]
             assert (await matching.get(f"/v1/ops/dead-letters/{broken['id']}", headers=ADMIN)).status_code == 200
 
             r = await matching.post(f"/v1/ops/dead-letters/{sound['id']}/replay", headers=ADMIN)
@@ -184,10 +189,12 @@ async def test_cli_lists_shows_replays_and_discards_with_an_audit_entry_each(
     items = json.loads(listed.output)
     assert [i["group"] for i in items] == ["matching", "matching", "matching"]
     invalid, malformed, fixed = items
-    assert "gender" in invalid["error"] and malformed["error"].startswith("malformed JSON")
+    assert "gender" in invalid["error"]
+    assert malformed["error"].startswith("malformed JSON")
 
     shown = await invoke("dead-letters", "show", invalid["id"], "--group", "matching")
-    assert shown.exit_code == 0 and json.loads(shown.output)["event"]["id"] == event.id
+    assert shown.exit_code == 0
+    assert json.loads(shown.output)["event"]["id"] == event.id
     assert (await invoke("dead-letters", "show", "1-1")).exit_code == 1
     assert (await invoke("dead-letters", "show", "abc")).exit_code == 2  # not an id: a usage error, no traceback
     assert (await invoke("dead-letters", "list", "--group", "nobody")).exit_code == 2
@@ -195,7 +202,8 @@ async def test_cli_lists_shows_replays_and_discards_with_an_audit_entry_each(
     # What does not parse would only fail again: refused, and there is no way to give a
     # repaired event instead.
     refused = await invoke("dead-letters", "replay", invalid["id"])
-    assert refused.exit_code == 2 and "discard" in refused.output
+    assert refused.exit_code == 2
+    assert "discard" in refused.output
     repaired = tmp_path / "repaired.json"
     repaired.write_text(event.model_dump_json())
     assert (await invoke("dead-letters", "replay", invalid["id"], "--event-file", str(repaired))).exit_code == 2

@@ -130,7 +130,8 @@ async def test_intake_records_one_timeline_entry_per_event(
 
         view = (await client.get(f"/v1/referrals/{rid}", headers={"Authorization": f"Bearer {DEMO_KEY}"})).json()
         kinds = [t["kind"] for t in view["timeline"]]
-        assert kinds.count("proposed") == 1 and kinds.count("notified") == 1
+        assert kinds.count("proposed") == 1
+        assert kinds.count("notified") == 1
         assert view["status"] == "proposed"
         assert await count(app, "SELECT count(*) FROM timeline_entry WHERE event_id IN (:a, :b)",
                            a=matched.id, b=sent.id) == 2

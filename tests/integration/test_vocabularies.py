@@ -39,7 +39,8 @@ async def test_vocabularies(database_url: str, redis_url: str) -> None:
         # The 26 PMKS categories, each named in both languages, in the regulation's order.
         r = await client.get("/v1/vocabularies/pmks-categories", headers=AUTH)
         items = r.json()["items"]
-        assert len(items) == 26 and [c["no"] for c in items] == list(range(1, 27))
+        assert len(items) == 26
+        assert [c["no"] for c in items] == list(range(1, 27))
         assert all(c["name_id"] and c["name_en"] for c in items)
         assert {c["code"] for c in items} == set(pmks.categories())
         assert items[0] == {"no": 1, "code": "anak_balita_terlantar", "name_id": "Anak Balita Terlantar",
@@ -57,7 +58,8 @@ async def test_vocabularies(database_url: str, redis_url: str) -> None:
         found = (await client.get("/v1/vocabularies/regions", params={"q": "jawa"}, headers=AUTH)).json()
         assert {c["code"] for c in found["items"]} == {"32", "33", "35"}
         unknown = await client.get("/v1/vocabularies/regions", params={"parent": "99"}, headers=AUTH)
-        assert unknown.status_code == 422 and unknown.json()["errors"][0]["field"] == "parent"
+        assert unknown.status_code == 422
+        assert unknown.json()["errors"][0]["field"] == "parent"
 
         # Every code list is exactly its enum, labelled where shared.vocab labels it.
         codes = (await client.get("/v1/vocabularies/codes", headers=AUTH)).json()

@@ -151,7 +151,8 @@ def test_compose_gives_no_secret_a_default() -> None:
     for published in ("rujukan-demo-key", "rujukan-admin-key", "dev-only", "ZGV2", "ADMIN_API_KEY"):
         assert published not in text
     # The demo agency and directory are off unless asked for (development only).
-    assert "${DEMO_API_KEY:-}" in text and "${SEED_DEMO:-false}" in text
+    assert "${DEMO_API_KEY:-}" in text
+    assert "${SEED_DEMO:-false}" in text
     assert "${RUJUKAN_ENV:-production}" in text
 
 

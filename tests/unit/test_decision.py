@@ -102,7 +102,8 @@ def test_eligible_exactly_when_no_hard_constraint_is_broken(f: ReferralFacts, se
         assert breaks_a_rule(f, v.service) is None, (v.service, breaks_a_rule(f, v.service))
     for v in ranking.excluded:
         assert breaks_a_rule(f, v.service) is not None, (v.service, v.excluded_en)
-        assert v.excluded_id and v.excluded_en  # every refusal says why, in both languages
+        assert v.excluded_id
+        assert v.excluded_en  # every refusal says why, in both languages
 
 
 @st.composite
@@ -217,7 +218,7 @@ def test_reasons_read_like_the_issue_in_both_languages() -> None:
     v = evaluate(facts(), svc("ppa", areas=("12.71",)))
     assert "; ".join(v.reasons_id) == ("melayani korban tindak kekerasan; wilayah Kota Medan; "
                                        "dukungan emosional (1 dari 1 kebutuhan); bahasa id; kursi tersedia 3/12")
-    assert "serves korban tindak kekerasan".split()[0] in v.reasons_en[0]
+    assert "serves" in v.reasons_en[0]
     assert v.reasons_en[-1] == "seats available 3/12"
 
 

@@ -35,7 +35,8 @@ def test_envelope_round_trips_through_a_stream_entry() -> None:
     assert parsed == env
     assert isinstance(data, ReferralSubmitted)
     assert data.region_code == "12.71"
-    assert parsed.specversion == "1.0" and parsed.type == "referral.submitted.v1"
+    assert parsed.specversion == "1.0"
+    assert parsed.type == "referral.submitted.v1"
 
 
 def test_unknown_fields_are_ignored_for_forward_compatibility() -> None:

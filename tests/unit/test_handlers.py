@@ -29,13 +29,16 @@ def test_each_decision_moves_the_referral_with_its_reasons() -> None:
     step = timeline_step(matched())
     assert step is not None
     assert (step.kind, step.status, step.actor) == ("proposed", ReferralStatus.proposed, "matching")
-    assert "kursi tersedia 3/12" in step.reason_id and "seats available 3/12" in step.reason_en
+    assert "kursi tersedia 3/12" in step.reason_id
+    assert "seats available 3/12" in step.reason_en
     common = dict(referral_id="01R", decision_id="D", pmks_category="fakir_miskin", region_code="53.71",
                   urgency="routine", reasons_id=["penuh"], reasons_en=["full"])
     waitlisted = timeline_step(ReferralWaitlisted.model_validate(common))
     unmatched = timeline_step(ReferralUnmatched.model_validate(common))
-    assert waitlisted is not None and waitlisted.status == ReferralStatus.waitlisted
-    assert unmatched is not None and unmatched.status == ReferralStatus.unmatched
+    assert waitlisted is not None
+    assert waitlisted.status == ReferralStatus.waitlisted
+    assert unmatched is not None
+    assert unmatched.status == ReferralStatus.unmatched
 
 
 def test_notifications_add_a_step_without_changing_the_status() -> None:
@@ -43,8 +46,10 @@ def test_notifications_add_a_step_without_changing_the_status() -> None:
                                           receiver_id="c"))
     failed = timeline_step(NotificationFailed(referral_id="01R", delivery_id="X", decision_id="D",
                                               receiver_id="c", reason="SMTP 550"))
-    assert sent is not None and (sent.kind, sent.status) == ("notified", None)
-    assert failed is not None and (failed.kind, failed.status) == ("notification_failed", None)
+    assert sent is not None
+    assert (sent.kind, sent.status) == ("notified", None)
+    assert failed is not None
+    assert (failed.kind, failed.status) == ("notification_failed", None)
     assert "SMTP 550" in failed.reason_id
 
 

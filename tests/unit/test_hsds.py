@@ -53,24 +53,33 @@ def a_service(**over: Any) -> dict[str, Any]:
                                   "service_full.hsds-3.1-dev.json"])
 def test_official_examples_are_kept_and_flagged_as_not_matchable(name: str) -> None:
     p = one(example(name))
-    assert p.record is not None and p.service_id == EXAMPLE_ID
+    assert p.record is not None
+    assert p.service_id == EXAMPLE_ID
     rec = p.record
-    assert rec.name == "Community Counselling" and rec.organization_name == "Example Organization Inc."
-    assert rec.contact_email == "email@example.com" and rec.languages == ("ur",)
+    assert rec.name == "Community Counselling"
+    assert rec.organization_name == "Example Organization Inc."
+    assert rec.contact_email == "email@example.com"
+    assert rec.languages == ("ur",)
     assert (rec.minimum_age, rec.maximum_age) == (12, 100)
     # What the matcher needs is missing: kept, flagged, each flag naming the field and why.
     reasons = " ".join(i.reason for i in p.flags)
-    assert "'pmks'" in reasons and "'resource_kind'" in reasons and "not online" in reasons
-    assert rec.pmks == () and rec.areas == () and not rec.online
+    assert "'pmks'" in reasons
+    assert "'resource_kind'" in reasons
+    assert "not online" in reasons
+    assert rec.pmks == ()
+    assert rec.areas == ()
+    assert not rec.online
     # The example's own taxonomy term is kept as given.
     assert [(a.term.taxonomy, a.term.code) for a in rec.other_attributes] == [("taxonomy", "code")]
-    assert "fees_description" in rec.extra and "organization" not in rec.extra
+    assert "fees_description" in rec.extra
+    assert "organization" not in rec.extra
 
 
 def test_organization_full_gives_its_services_the_organization() -> None:
     p = one(example("organization_full.hsds-3.0.json"))
     assert p.pointer == "/services/0"
-    assert p.record is not None and p.record.organization_id == "d9d5e0f5-d3ce-4f73-9a2f-4dd0ecc6c610"
+    assert p.record is not None
+    assert p.record.organization_id == "d9d5e0f5-d3ce-4f73-9a2f-4dd0ecc6c610"
 
 
 def test_the_odd_31_capacity_is_refused_and_the_service_kept_without_seats() -> None:
@@ -80,15 +89,18 @@ def test_the_odd_31_capacity_is_refused_and_the_service_kept_without_seats() -> 
     refused = [i for i in p.issues if i.severity == "reject"]
     assert [(i.field, i.reason) for i in refused] == [
         ("capacities[0].available", "greater than maximum (12 > 10): capacity refused")]
-    assert p.record.capacities == () and (p.record.seats_available, p.record.seats_max) == (0, 0)
+    assert p.record.capacities == ()
+    assert (p.record.seats_available, p.record.seats_max) == (0, 0)
 
 
 def test_a_capacity_in_another_unit_is_kept_but_is_not_seats() -> None:
     doc = example("service_full.hsds-3.1-dev.json")
     doc["capacities"][0]["available"] = 8
     p = one(doc)
-    assert p.record is not None and len(p.record.capacities) == 1
-    assert p.record.seats is None and p.record.seats_available == 0
+    assert p.record is not None
+    assert len(p.record.capacities) == 1
+    assert p.record.seats is None
+    assert p.record.seats_available == 0
     assert "capacities[0].unit" in fields(p, "warning")
 
 
@@ -101,11 +113,17 @@ def test_the_demo_directory_maps_every_fact_without_an_issue() -> None:
                                              "svc-ppa-polrestabes-medan"]
     assert all(p.issues == [] for p in items)
     ird, _, _, ppa = (p.record for p in items)
-    assert ird is not None and ppa is not None
-    assert ird.online and ird.areas == () and ird.policies == ("women_only",)
-    assert ird.resource_kind == "peer_support" and (ird.seats_available, ird.seats_max) == (3, 12)
+    assert ird is not None
+    assert ppa is not None
+    assert ird.online
+    assert ird.areas == ()
+    assert ird.policies == ("women_only",)
+    assert ird.resource_kind == "peer_support"
+    assert (ird.seats_available, ird.seats_max) == (3, 12)
     assert ird.contact_id == "ct-ird-daring"
-    assert ppa.areas == ("12.71",) and not ppa.online and "crisis_capable" in ppa.policies
+    assert ppa.areas == ("12.71",)
+    assert not ppa.online
+    assert "crisis_capable" in ppa.policies
     assert ppa.pmks == ("anak_korban_tindak_kekerasan", "anak_memerlukan_perlindungan_khusus",
                         "korban_tindak_kekerasan", "korban_trafficking")
 
@@ -116,7 +134,8 @@ def test_hsds_out_imports_back_to_the_same_record(doc: dict[str, Any]) -> None:
     rec = parse_service(doc).record
     assert rec is not None
     again = parse_service(json.loads(json.dumps(to_hsds(rec)))).record
-    assert again == rec and again.content_hash() == rec.content_hash()
+    assert again == rec
+    assert again.content_hash() == rec.content_hash()
 
 
 def test_the_hash_follows_the_declared_content() -> None:
@@ -127,14 +146,17 @@ def test_the_hash_follows_the_declared_content() -> None:
     renamed = a_service(name="Unit PPA")
     for doc in (fewer_seats, renamed):
         other = parse_service(doc).record
-        assert other is not None and other.content_hash() != rec.content_hash()
+        assert other is not None
+        assert other.content_hash() != rec.content_hash()
 
 
 def test_a_virtual_location_makes_the_service_online_and_an_area_unneeded() -> None:
     doc = a_service(service_areas=[], service_at_locations=[
         {"id": "sal", "location": {"id": "room", "location_type": "virtual", "url": "https://meet.example/x"}}])
     p = parse_service(doc)
-    assert p.record is not None and p.record.online and p.record.areas == ()
+    assert p.record is not None
+    assert p.record.online
+    assert p.record.areas == ()
     assert p.flags == []
 
 
@@ -146,7 +168,8 @@ def test_areas_come_from_kemendagri_codes_only() -> None:
         {"id": "d", "extent": "{}", "extent_type": "geojson"},
     ])
     p = parse_service(doc)
-    assert p.record is not None and p.record.areas == ("12.71.05",)
+    assert p.record is not None
+    assert p.record.areas == ("12.71.05",)
     assert fields(p, "warning") == ["service_areas[1].extent", "service_areas[2].extent",
                                     "service_areas[3].extent_type"]
     assert "unknown province code '99'" in p.issues[0].reason
@@ -159,23 +182,29 @@ def test_unknown_project_codes_are_ignored_and_the_record_flagged_when_nothing_i
         {"id": "z", "taxonomy_term": {"id": "t3", "taxonomy": "resource_kind", "code": "dukun"}},
     ])
     p = parse_service(doc)
-    assert p.record is not None and p.record.pmks == ("fakir_miskin",) and p.record.resource_kind == ""
+    assert p.record is not None
+    assert p.record.pmks == ("fakir_miskin",)
+    assert p.record.resource_kind == ""
     assert fields(p, "warning")[:2] == ["attributes[0].taxonomy_term.code", "attributes[2].taxonomy_term.code"]
     assert next(i.reason for i in p.flags).startswith("no taxonomy term of taxonomy 'resource_kind'")
 
 
 def test_a_contact_without_a_valid_email_leaves_nobody_to_send_referrals_to() -> None:
     p = parse_service(a_service(contacts=[{"id": "c1", "name": "Petugas", "email": "not-an-email"}]))
-    assert p.record is not None and p.record.contact_email == ""
-    assert "contacts[0].email" in fields(p, "warning") and fields(p, "flag") == ["contacts"]
+    assert p.record is not None
+    assert p.record.contact_email == ""
+    assert "contacts[0].email" in fields(p, "warning")
+    assert fields(p, "flag") == ["contacts"]
 
 
 def test_a_webhook_is_kept_on_the_contact_when_it_is_an_http_url() -> None:
     good = parse_service(a_service(contacts=[{"id": "c1", "email": "a@b.example",
                                               "webhook_url": "https://hooks.example/r"}]))
     bad = parse_service(a_service(contacts=[{"id": "c1", "email": "a@b.example", "webhook_url": "ftp://x"}]))
-    assert good.record is not None and good.record.contacts[0].webhook_url == "https://hooks.example/r"
-    assert bad.record is not None and bad.record.contacts[0].webhook_url is None
+    assert good.record is not None
+    assert good.record.contacts[0].webhook_url == "https://hooks.example/r"
+    assert bad.record is not None
+    assert bad.record.contacts[0].webhook_url is None
     assert fields(bad, "warning") == ["contacts[0].webhook_url"]
 
 
@@ -203,9 +232,12 @@ def test_a_record_with_a_missing_or_wrong_field_is_refused_naming_field_and_reas
     change: dict[str, Any], field: str, reason: str
 ) -> None:
     p = parse_service(a_service(**change))
-    assert p.record is None and p.rejected
+    assert p.record is None
+    assert p.rejected
     refused = [i for i in p.issues if i.severity == "reject"]
-    assert refused and refused[0].field == field and refused[0].reason.startswith(reason), refused
+    assert refused, refused
+    assert refused[0].field == field, refused
+    assert refused[0].reason.startswith(reason), refused
 
 
 def test_a_record_that_is_not_an_object_is_refused_and_the_rest_of_the_list_read() -> None:
@@ -225,9 +257,12 @@ def test_an_impossible_capacity_is_refused_and_the_service_kept_with_no_seats(
     capacity: dict[str, Any], field: str, reason: str
 ) -> None:
     p = parse_service(a_service(capacities=[{"id": "c", **capacity}]))
-    assert p.record is not None and p.record.seats_available == 0 and p.record.capacities == ()
+    assert p.record is not None
+    assert p.record.seats_available == 0
+    assert p.record.capacities == ()
     refused = [i for i in p.issues if i.severity == "reject"]
-    assert [i.field for i in refused] == [field] and refused[0].reason.startswith(reason)
+    assert [i.field for i in refused] == [field]
+    assert refused[0].reason.startswith(reason)
 
 
 def test_counting_records_for_the_progress_bar() -> None:
@@ -243,8 +278,11 @@ def test_a_flat_record_still_gets_its_contact_seats_and_online_room() -> None:
     rec = ServiceRecord(id="s1", organization_id="o1", organization_name="Org", name="S", resource_kind="self_help",
                         pmks=("fakir_miskin",), areas=(), contact_id="c1", contact_email="c@x.example",
                         online=True, seats_available=2, seats_max=4, active=False)
-    assert rec.contacts[0].email == "c@x.example" and rec.seats is not None and rec.seats.maximum == 4
-    assert rec.status == "inactive" and any(x.location.location_type == "virtual" for x in rec.locations)
+    assert rec.contacts[0].email == "c@x.example"
+    assert rec.seats is not None
+    assert rec.seats.maximum == 4
+    assert rec.status == "inactive"
+    assert any(x.location.location_type == "virtual" for x in rec.locations)
     assert matchability_flags(rec) == []
     assert parse_service(to_hsds(rec)).record == rec
 
@@ -265,10 +303,16 @@ def test_the_example_csv_imports_without_an_issue() -> None:
     assert len(items) == count_csv_rows(EXAMPLE_CSV) == 4
     assert all(p.issues == [] for p in items), [p.issues for p in items]
     ppa, kds, online, _ = (p.record for p in items)
-    assert ppa is not None and kds is not None and online is not None
-    assert ppa.policies == ("crisis_capable", "open_24h") and ppa.areas == ("12.71",)
-    assert (ppa.seats_available, ppa.seats_max) == (6, 10) and ppa.contact_email == "pengaduan@uptdppa-medan.example"
-    assert kds.online and kds.languages == ("id", "jv") and kds.minimum_age == 18
+    assert ppa is not None
+    assert kds is not None
+    assert online is not None
+    assert ppa.policies == ("crisis_capable", "open_24h")
+    assert ppa.areas == ("12.71",)
+    assert (ppa.seats_available, ppa.seats_max) == (6, 10)
+    assert ppa.contact_email == "pengaduan@uptdppa-medan.example"
+    assert kds.online
+    assert kds.languages == ("id", "jv")
+    assert kds.minimum_age == 18
     assert online.contacts[0].webhook_url == "https://himpsi-jatim.example/rujukan/webhook"
     assert [p.line for p in items] == [2, 3, 4, 5]
 
@@ -293,16 +337,21 @@ def test_csv_rows_are_refused_with_line_field_and_reason() -> None:
         "s5,Lima,Org,,,,,1,1",
     )
     assert [p.line for p in items] == [2, 3, 4, 5, 6]
-    assert items[0].rejected and fields(items[0], "reject") == ["seats_available"]
+    assert items[0].rejected
+    assert fields(items[0], "reject") == ["seats_available"]
     assert items[0].issues[0].reason == "must be a whole number, not 'lima'"
-    assert items[1].rejected and fields(items[1], "reject") == ["id"]
+    assert items[1].rejected
+    assert fields(items[1], "reject") == ["id"]
     # An impossible capacity is refused alone: the row is kept, without seats.
-    assert items[2].record is not None and items[2].record.seats_available == 0
+    assert items[2].record is not None
+    assert items[2].record.seats_available == 0
     assert [(i.field, i.reason) for i in items[2].issues if i.severity == "reject"] == [
         ("seats_available", "greater than seats_max (12 > 10): capacity refused")]
-    assert items[3].record is not None and fields(items[3], "reject") == ["seats_available"]
+    assert items[3].record is not None
+    assert fields(items[3], "reject") == ["seats_available"]
     # Nothing the matcher needs: kept and flagged, never dropped.
-    assert items[4].record is not None and len(items[4].flags) == 4
+    assert items[4].record is not None
+    assert len(items[4].flags) == 4
 
 
 def test_a_csv_without_a_required_column_cannot_be_read() -> None:
@@ -316,11 +365,16 @@ def test_csv_cells_with_odd_values() -> None:
                      "s2,Dua,Org,fakir_miskin,self_help,12.71,a@b.example,1,2,maybe,id,,",
                      "s3,Tiga,Org,fakir_miskin,self_help,12.71,a@b.example,1,2,,id,closed,", header=header)
     s1 = items[0]
-    assert s1.record is not None and s1.record.online and s1.record.pmks == ("fakir_miskin",)
-    assert s1.record.areas == ("12.71",) and s1.record.languages == ("id",)
+    assert s1.record is not None
+    assert s1.record.online
+    assert s1.record.pmks == ("fakir_miskin",)
+    assert s1.record.areas == ("12.71",)
+    assert s1.record.languages == ("id",)
     assert fields(s1, "warning") == ["colour", "pmks", "areas", "languages"]
-    assert items[1].rejected and fields(items[1], "reject") == ["online"]
-    assert items[2].rejected and fields(items[2], "reject") == ["status"]
+    assert items[1].rejected
+    assert fields(items[1], "reject") == ["online"]
+    assert items[2].rejected
+    assert fields(items[2], "reject") == ["status"]
 
 
 def test_parts_given_twice_under_one_id_keep_the_first() -> None:
@@ -328,11 +382,14 @@ def test_parts_given_twice_under_one_id_keep_the_first() -> None:
     p = parse_service(a_service(schedules=[sched, {**sched, "description": "Selasa"}],
                                 capacities=[{"id": "c", "available": 1, "maximum": 2},
                                             {"id": "c", "available": 2, "maximum": 2}]))
-    assert p.record is not None and [x.description for x in p.record.schedules] == ["Senin"]
-    assert p.record.seats_available == 1 and fields(p, "warning") == ["capacities", "schedules"]
+    assert p.record is not None
+    assert [x.description for x in p.record.schedules] == ["Senin"]
+    assert p.record.seats_available == 1
+    assert fields(p, "warning") == ["capacities", "schedules"]
 
 
 def test_a_capacity_too_large_to_be_true_is_refused() -> None:
     p = parse_service(a_service(capacities=[{"id": "c", "available": 5, "maximum": 10**12}]))
-    assert p.record is not None and p.record.capacities == ()
+    assert p.record is not None
+    assert p.record.capacities == ()
     assert fields(p, "reject") == ["capacities[0].maximum"]

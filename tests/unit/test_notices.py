@@ -20,8 +20,10 @@ def test_a_closing_notice_says_what_happened_and_why(kind: str, reason: str | No
     subject, body = notice(kind, referral_id="01REF", organization_name="Dinas Sosial Kota Kupang",
                            service_name="KUBE Perempuan", pmks_category="perempuan_rawan_sosial_ekonomi",
                            region_code="53.71.02", urgency="routine", reason_code=reason)
-    assert "01REF" in subject and "Kota Kupang" in subject
-    assert headline in body and body.index(headline) < body.index("-- English --")
+    assert "01REF" in subject
+    assert "Kota Kupang" in subject
+    assert headline in body
+    assert body.index(headline) < body.index("-- English --")
     if why:
         assert f"Alasan        : {why}" in body
 
@@ -32,6 +34,7 @@ def test_a_crisis_notice_is_marked_and_the_access_section_is_bilingual() -> None
                         urgency="crisis", reason_code="duplicate")
     assert subject.startswith("[KRISIS (SEGERA)] Rujukan dibatalkan")
     text = access_section("https://rujukan.example/v1/signin/c0de", datetime(2026, 12, 24, 8, 0, tzinfo=UTC))
-    assert "https://rujukan.example/v1/signin/c0de" in text and "2026-12-24 08:00 UTC" in text
+    assert "https://rujukan.example/v1/signin/c0de" in text
+    assert "2026-12-24 08:00 UTC" in text
     assert "Authorization" not in text  # one link, no other secret
     assert text.index("hanya membuka usulan ini") < text.index("opens this proposal only")

@@ -153,10 +153,7 @@ def nearness(s: ServiceView, region: str) -> tuple[int, str | None]:
     if not covering:
         return (NEAR_ONLINE if s.online else NEAR_NONE), None
     area_hit = max(covering, key=lambda a: (a.count("."), a))
-    if s.locations:
-        shared = max(_shared_levels(loc, region) for loc in s.locations)
-    else:
-        shared = area_hit.count(".") + 1
+    shared = max(_shared_levels(loc, region) for loc in s.locations) if s.locations else area_hit.count(".") + 1
     # At least "same province": an area that covers the person is never worse than that.
     return max(NEAR_PROVINCE, 1 + min(shared, 3)), area_hit
 

@@ -33,7 +33,7 @@ class Mailer:
         self.username = unquote(u.username) if u.username else None
         self.password = unquote(u.password) if u.password else None
         self.use_tls = u.scheme == "smtps"
-        self.start_tls = True if u.scheme == "smtp+starttls" else False
+        self.start_tls = u.scheme == "smtp+starttls"
         self.mail_from = mail_from
         self.timeout = timeout
         self._smtp: aiosmtplib.SMTP | None = None

@@ -11,6 +11,7 @@ their `notification.sent` events in the outbox. The recipients' inbox
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -107,10 +108,8 @@ class Notify:
                 sent = 0
             if sent:
                 continue
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval_s)
-            except TimeoutError:
-                pass
 
     async def deliver_due(self, limit: int = 50) -> int:
         """Send what is due, urgent first. Returns how many were attempted.
