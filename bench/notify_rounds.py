@@ -9,6 +9,9 @@ sink and PostgreSQL run in their own processes; PostgreSQL's CPU is not counted)
 outbox relay is left out of both (a no-op kick): the earlier worker kicked it per mail,
 this one per chunk, so the relay's share only widens the gap.
 
+The earlier worker runs in its own process on that commit's whole tree (``git archive``),
+with its own schema: its code does not import against this tree's.
+
     uv run python -m bench.notify_rounds [--deliveries 300] [--samples 3] [--before REV]
 """
 
@@ -16,41 +19,50 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import json
+import os
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
-import types
 from pathlib import Path
 from typing import Any
 
-from bench.smtp_sink import SmtpSink
-from notify.adapters.mailer import Mailer
-from notify.bootstrap import MIGRATIONS
-from notify.service_layer import deliveries as after
-from shared.db import make_engine, sessions, upgrade
-from shared.events import Envelope, Recipient, ReferralMatched, new_id, utcnow
-from shared.streams.consumer import Message
-
 ROOT = Path(__file__).resolve().parent.parent
-SERVICES = "services/notify/notify/service_layer/services.py"
+# The delivery worker's module, by its name at the time (renamed in a542e9a).
+WORKER_PATHS = ("services/notify/notify/service_layer/deliveries.py",
+                "services/notify/notify/service_layer/services.py")
 
 
-def before_module(rev: str) -> types.ModuleType:
-    """The delivery worker as it was at ``rev`` (same ORM and adapters as this tree)."""
-    source = subprocess.run(["git", "show", f"{rev}:{SERVICES}"], cwd=ROOT, check=True,
-                            capture_output=True, text=True).stdout
-    path = Path(tempfile.mkdtemp(prefix="notify-before-")) / "notify_services_before.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module.__name__] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+def checkout(rev: str) -> Path:
+    """The tree of ``rev`` in a temporary directory (the shared checkout is left alone)."""
+    out = Path(tempfile.mkdtemp(prefix="notify-before-"))
+    archive = subprocess.run(["git", "archive", "--format=tar", rev, "services", "shared"], cwd=ROOT,
+                             check=True, capture_output=True).stdout
+    tar = out / "tree.tar"
+    tar.write_bytes(archive)
+    with tarfile.open(tar) as t:
+        t.extractall(out, filter="data")
+    return out
+
+
+def worker_module(tree: Path) -> str:
+    for path in WORKER_PATHS:
+        if (tree / path).exists():
+            return path.removeprefix("services/notify/").removesuffix(".py").replace("/", ".")
+    raise FileNotFoundError(f"no delivery worker in {tree} (looked for {', '.join(WORKER_PATHS)})")
+
+
+def sample_in(tree: Path, options: dict[str, Any], database_url: str, smtp_url: str, n: int) -> tuple[float, float]:
+    """One sample in a child process importing ``tree``'s notify and shared packages."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tree), str(tree / "services" / "notify")])}
+    args = {"module": worker_module(tree), "options": options, "database_url": database_url,
+            "smtp_url": smtp_url, "n": n}
+    out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--sample", json.dumps(args)],
+                         env=env, cwd=tree, check=True, capture_output=True, text=True).stdout
+    cpu, wall = json.loads(out.strip().splitlines()[-1])
+    return cpu, wall
 
 
 class _Relay:
@@ -58,7 +70,13 @@ class _Relay:
         pass
 
 
-def _matched(i: int) -> Message:
+def _matched(i: int) -> Any:
+    from shared.events import Envelope, Recipient, ReferralMatched, new_id, utcnow
+
+    try:
+        from shared.streams.consumer import Message
+    except ImportError:  # before shared/streams/ was a package
+        from shared.streams import Message  # type: ignore[no-redef]
     e = ReferralMatched(
         referral_id=new_id(), decision_id=new_id(), service_id="svc-bench", service_name="Layanan",
         organization_name="Yayasan", resource_kind="peer_support", pmks_category="korban_tindak_kekerasan",
@@ -69,8 +87,18 @@ def _matched(i: int) -> Message:
     return Message(stream="bench", entry_id=f"{i}-0", envelope=env, data=e)
 
 
-async def _sample(module: types.ModuleType, options: dict[str, Any], database_url: str, smtp_url: str,
+async def _sample(module_name: str, options: dict[str, Any], database_url: str, smtp_url: str,
                   n: int) -> tuple[float, float]:
+    """Runs in the child process, against the tree on its PYTHONPATH."""
+    import importlib
+
+    from notify.adapters.mailer import Mailer
+    from notify.bootstrap import MIGRATIONS
+    from shared.db import make_engine, sessions, upgrade
+    from shared.events import new_id
+
+    module = importlib.import_module(module_name)
+    await upgrade(database_url, MIGRATIONS)
     engine = make_engine(database_url)
     notify = module.Notify(sessions(engine), _Relay(), Mailer(smtp_url, "Rujukan <noreply@rujukan.example>"),
                            **options)
@@ -93,14 +121,13 @@ async def _sample(module: types.ModuleType, options: dict[str, Any], database_ur
 async def _run(pg: Any, smtp_url: str, n: int, samples: int, rev: str) -> dict[str, Any]:
     # "after_record_every_1": this worker recording each mail in its own transaction, the
     # duplicate-on-crash window of the earlier one (one mail).
-    variants: dict[str, tuple[types.ModuleType, dict[str, Any]]] = {
-        "before": (before_module(rev), {}), "after": (after, {}), "after_record_every_1": (after, {"record_every": 1})}
+    variants: dict[str, tuple[Path, dict[str, Any]]] = {
+        "before": (checkout(rev), {}), "after": (ROOT, {}), "after_record_every_1": (ROOT, {"record_every": 1})}
     figures: dict[str, list[tuple[float, float]]] = {k: [] for k in variants}
     for i in range(samples):
-        for name, (module, options) in variants.items():
+        for name, (tree, options) in variants.items():
             url = pg.create_database(f"notify_{name}_{i}")
-            await upgrade(url, MIGRATIONS)
-            figures[name].append(await _sample(module, options, url, smtp_url, n))
+            figures[name].append(sample_in(tree, options, url, smtp_url, n))
     result: dict[str, Any] = {"deliveries_per_sample": n, "samples": samples, "before_rev": rev}
     for name, runs in figures.items():
         result[name] = {"cpu_ms_per_delivery": sorted(c for c, _ in runs)[len(runs) // 2],
@@ -118,7 +145,14 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=3)
     ap.add_argument("--before", default="47f032e^")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--sample", help=argparse.SUPPRESS)  # the child process of one sample
     args = ap.parse_args()
+    if args.sample:
+        a = json.loads(args.sample)
+        print(json.dumps(asyncio.run(_sample(a["module"], a["options"], a["database_url"], a["smtp_url"], a["n"]))))
+        return
+    sys.path.insert(0, str(ROOT))
+    from bench.smtp_sink import SmtpSink
     from tests.servers import PostgresProcess
 
     pg = PostgresProcess(durable=True).start()
