@@ -100,10 +100,6 @@ def _check_on_checkout(engine: AsyncEngine) -> None:
                 raise DisconnectionError(f"ping failed: {type(e).__name__}: {e}") from e
 
 
-def is_sqlite(engine: AsyncEngine) -> bool:
-    return engine.dialect.name == "sqlite"
-
-
 def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
 

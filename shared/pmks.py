@@ -25,7 +25,3 @@ def categories() -> dict[str, PmksCategory]:
     text = resources.files("shared").joinpath("pmks.csv").read_text(encoding="utf-8")
     rows = csv.DictReader(text.splitlines())
     return {r["code"]: PmksCategory(int(r["no"]), r["code"], r["nama"], r["english"]) for r in rows}
-
-
-def is_category(code: str) -> bool:
-    return code in categories()

@@ -251,11 +251,6 @@ class ServiceRecord:
             set_(self, "capacities", (Capacity(id=stable_id(self.id, "capacity", "seats"),
                                                available=self.seats_available, maximum=self.seats_max),))
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ServiceRecord:
-        tuples = {"pmks", "areas", "support_types", "languages", "policies"}
-        return cls(**{k: tuple(v) if k in tuples else v for k, v in d.items()})  # type: ignore[arg-type]
-
     @property
     def seats(self) -> Capacity | None:
         return seat_capacity(self.capacities)
