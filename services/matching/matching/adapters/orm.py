@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, false, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from matching.domain.states import LIVE_HOLDS
 from shared.db import AuditEntryMixin, OutboxMixin, ProcessedEventMixin, UTCDateTime, new_metadata
 from shared.events import utcnow
 
@@ -253,8 +254,7 @@ class ReferralCase(Base):
     __tablename__ = "referral_case"
     referral_id: Mapped[str] = mapped_column(String(32), primary_key=True)
     facts: Mapped[dict[str, Any]] = mapped_column(JSON)
-    # proposed, accepted, in_progress, completed, waitlisted, unmatched, cancelled
-    state: Mapped[str] = mapped_column(String(20))
+    state: Mapped[str] = mapped_column(String(20))  # a CaseState
     declined_service_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
     # Services whose hold expired unanswered: not proposed this referral again either.
     lapsed_service_ids: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
@@ -286,6 +286,9 @@ class Decision(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+# "state IN ('held', 'confirmed')", as in the migration that made the index.
+_LIVE_HOLD_SQL = "state IN (" + ", ".join(f"'{x}'" for x in LIVE_HOLDS) + ")"
+
 class SeatHold(Base):
     """One seat of a service, held for a referral's proposal, then confirmed (accepted) or
     released (declined, expired, cancelled, completed). A referral holds at most one seat."""
@@ -297,7 +300,7 @@ class SeatHold(Base):
     decision_id: Mapped[str] = mapped_column(String(32), unique=True)
     # Whom the proposal went to: only this receiver's responses move the seat.
     receiver_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
-    state: Mapped[str] = mapped_column(String(16))  # held, confirmed, released
+    state: Mapped[str] = mapped_column(String(16))  # a HoldState
     release_reason: Mapped[str | None] = mapped_column(String(20), nullable=True)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -306,8 +309,7 @@ class SeatHold(Base):
         Index("ix_seat_hold_state_expires", "state", "expires_at"),
         # The database itself refuses a second live seat for one referral.
         Index("uq_seat_hold_one_live_per_referral", "referral_id", unique=True,
-              sqlite_where=text("state IN ('held', 'confirmed')"),
-              postgresql_where=text("state IN ('held', 'confirmed')")),
+              sqlite_where=text(_LIVE_HOLD_SQL), postgresql_where=text(_LIVE_HOLD_SQL)),
         Index("ix_seat_hold_service_state", "service_id", "state"),
     )
 

@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from matching.adapters.orm import ReferralCase, SeatHold, Service
+from matching.domain.states import CLOSED_CASES, CaseState, HoldState
 from matching.service_layer import seats
 from matching.service_layer.deciding import SOURCE, Propose
 from shared.events import (
@@ -28,13 +29,12 @@ from shared.events import (
 log = logging.getLogger("rujukan.matching")
 
 # Where a case may be when each response arrives (the seat's own state is checked too).
-RESPONSE_FROM: dict[str, frozenset[str]] = {
-    "accepted": frozenset({"proposed"}),
-    "declined": frozenset({"proposed"}),
-    "in_progress": frozenset({"accepted"}),
-    "completed": frozenset({"accepted", "in_progress"}),
+RESPONSE_FROM: dict[str, frozenset[CaseState]] = {
+    "accepted": frozenset({CaseState.proposed}),
+    "declined": frozenset({CaseState.proposed}),
+    "in_progress": frozenset({CaseState.accepted}),
+    "completed": frozenset({CaseState.accepted, CaseState.in_progress}),
 }
-CLOSED = frozenset({"completed", "cancelled"})
 RefusalCode = Literal["hold_expired", "cancelled", "not_current", "invalid_transition"]
 
 
@@ -59,11 +59,11 @@ async def respond(s: AsyncSession, e: ReferralResponse, freed: set[str], propose
     if e.response == "declined" and e.service_id not in (case.declined_service_ids or []):
         # Even a decline that comes too late is remembered: never propose it there again.
         case.declined_service_ids = [*(case.declined_service_ids or []), e.service_id]
-    if case.state == "cancelled":
+    if case.state == CaseState.cancelled:
         return refused("cancelled")
-    if hold.state == "released" and hold.release_reason == "expired":
+    if hold.state == HoldState.released and hold.release_reason == "expired":
         return [] if e.response == "declined" else refused("hold_expired")
-    if hold.state == "released" and hold.release_reason == e.response == "declined":
+    if hold.state == HoldState.released and hold.release_reason == e.response == "declined":
         return []  # the same decline twice: it took effect once
     if case.current_decision_id != e.decision_id:
         return refused("not_current")
@@ -83,15 +83,15 @@ async def respond(s: AsyncSession, e: ReferralResponse, freed: set[str], propose
     if e.response == "accepted":
         if not await seats.confirm(s, hold.id):
             return refused("invalid_transition")
-        case.state = "accepted"
+        case.state = CaseState.accepted
         return [changed]
     if e.response == "in_progress":
-        case.state = "in_progress"
+        case.state = CaseState.in_progress
         return [changed]
     if e.response == "completed":
         if await seats.release(s, hold.id, "completed"):
             freed.add(hold.service_id)
-        case.state, case.current_decision_id = "completed", None
+        case.state, case.current_decision_id = CaseState.completed, None
         return [changed]
     # declined: the seat goes back and the next candidate is proposed at once.
     if not await seats.release(s, hold.id, "declined", only_held=True):
@@ -106,14 +106,14 @@ async def cancel(s: AsyncSession, e: ReferralCancelled, freed: set[str]) -> list
     if case is None:
         # Cancelled before its submission reached us (it waits in a longer lane): keep a
         # tombstone so that the submission, when it comes, is not decided.
-        s.add(ReferralCase(referral_id=e.referral_id, facts={}, state="cancelled", declined_service_ids=[],
+        s.add(ReferralCase(referral_id=e.referral_id, facts={}, state=CaseState.cancelled, declined_service_ids=[],
                            lapsed_service_ids=[], urgent=False))
         return []
-    if case.state in CLOSED:
+    if case.state in CLOSED_CASES:
         return []
     hold = await seats.live_hold(s, e.referral_id)
     if hold is not None and await seats.release(s, hold.id, "cancelled"):
         freed.add(hold.service_id)
-    case.state, case.current_decision_id, case.updated_at = "cancelled", None, utcnow()
+    case.state, case.current_decision_id, case.updated_at = CaseState.cancelled, None, utcnow()
     log.info("referral %s cancelled by its agency", e.referral_id)
     return []

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from matching.adapters.orm import Decision, ReferralCase, SeatHold
 from matching.domain.decision import EXCLUSIONS, ReferralFacts, Verdict, rank, why_lower
+from matching.domain.states import CaseState, HoldState
 from matching.service_layer import receivers, seats
 from matching.service_layer.index import DirectoryIndex
 from matching.service_layer.shortlist import describe, shortlist
@@ -78,7 +79,7 @@ async def decide(s: AsyncSession, e: ReferralSubmitted, propose: Propose) -> lis
     if await seats.lock_case(s, e.referral_id) is not None:
         return []  # already decided (the same referral published twice), or cancelled before
     facts = facts_of(e)
-    case = ReferralCase(referral_id=e.referral_id, facts=e.model_dump(mode="json"), state="submitted",
+    case = ReferralCase(referral_id=e.referral_id, facts=e.model_dump(mode="json"), state=CaseState.submitted,
                         declined_service_ids=[], lapsed_service_ids=[], pmks_category=e.pmks_category,
                         region_code=e.region_code, urgent=facts.urgent)
     s.add(case)
@@ -113,10 +114,10 @@ async def propose(s: AsyncSession, case: ReferralCase, *, index: DirectoryIndex,
             receiver_id = await receivers.of_service(s, svc.id)
             expires = now + (hold_urgent if facts.urgent else hold_routine)
             s.add(SeatHold(id=new_id(), referral_id=case.referral_id, service_id=svc.id, decision_id=decision_id,
-                           receiver_id=receiver_id, state="held", expires_at=expires))
+                           receiver_id=receiver_id, state=HoldState.held, expires_at=expires))
             cands = candidate_list(verdict, ranking.chosen, ranking.excluded, taken)
-            case.state, case.current_decision_id, case.updated_at = "proposed", decision_id, now
-            s.add(Decision(id=decision_id, referral_id=case.referral_id, outcome="proposed", service_id=svc.id,
+            case.state, case.current_decision_id, case.updated_at = CaseState.proposed, decision_id, now
+            s.add(Decision(id=decision_id, referral_id=case.referral_id, outcome=CaseState.proposed, service_id=svc.id,
                            reasons_id=verdict.reasons_id, reasons_en=verdict.reasons_en,
                            candidates=[c.model_dump() for c in cands], trigger=trigger, created_at=now))
             log.info("referral %s proposed to %s (%s)", case.referral_id, svc.id, trigger)
@@ -142,13 +143,13 @@ async def propose(s: AsyncSession, case: ReferralCase, *, index: DirectoryIndex,
     passed = [v for v in ranking.excluded if v.excluded_code in ("declined", "lapsed")]
     cands = candidate_list(None, ranking.chosen, ranking.excluded, taken)
     if full or taken:
-        state = "waitlisted"
+        state = CaseState.waitlisted
         n = len(full) + len(taken)
         reasons_id = [f"semua layanan yang sesuai penuh ({n}); menunggu kursi kosong"]
         reasons_en = [f"every suitable service is full ({n}); waiting for a free seat"]
         cls: type[ReferralUnmatched | ReferralWaitlisted] = ReferralWaitlisted
     else:
-        state = "unmatched"
+        state = CaseState.unmatched
         if passed:
             reasons_id = [f"semua layanan yang sesuai ({len(passed)}) sudah menolak atau tidak menanggapi"]
             reasons_en = [f"every suitable service ({len(passed)}) declined or did not answer"]

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from matching.adapters.orm import Outbox, ReferralCase, SeatHold, Service
+from matching.domain.states import HoldState
 from matching.service_layer import seats
 from matching.service_layer.deciding import SOURCE, Propose
 from shared.events import Envelope, ReferralStatusChanged, ReferralSubmitted, utcnow
@@ -28,7 +29,7 @@ async def expire_due(sessions: async_sessionmaker[AsyncSession], relay: OutboxRe
         due = (await s.execute(
             select(SeatHold.id, SeatHold.referral_id).join(
                 ReferralCase, ReferralCase.referral_id == SeatHold.referral_id)
-            .where(SeatHold.state == "held", SeatHold.expires_at < cutoff)
+            .where(SeatHold.state == HoldState.held, SeatHold.expires_at < cutoff)
             .order_by(ReferralCase.urgent.desc(), SeatHold.expires_at).limit(limit)
         )).all()
     expired = 0
@@ -37,7 +38,7 @@ async def expire_due(sessions: async_sessionmaker[AsyncSession], relay: OutboxRe
         async with sessions() as s, s.begin():
             case = await seats.lock_case(s, referral_id, skip_locked=True)
             hold = await s.get(SeatHold, hold_id, populate_existing=True)
-            if case is None or hold is None or hold.state != "held" or hold.expires_at >= cutoff:
+            if case is None or hold is None or hold.state != HoldState.held or hold.expires_at >= cutoff:
                 continue
             if not await seats.release(s, hold_id, "expired", only_held=True):
                 continue

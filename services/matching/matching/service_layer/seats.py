@@ -12,9 +12,8 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from matching.adapters.orm import ReferralCase, SeatHold, Service
+from matching.domain.states import LIVE_HOLDS, HoldState
 from shared.events import utcnow
-
-LIVE = ("held", "confirmed")
 
 
 async def take(s: AsyncSession, service_id: str) -> bool:
@@ -31,10 +30,10 @@ async def take(s: AsyncSession, service_id: str) -> bool:
 async def release(s: AsyncSession, hold_id: str, reason: str, *, only_held: bool = False) -> bool:
     """Move a live hold to `released` and give its seat back; False when another
     transaction released it first (then the seat is not given back a second time)."""
-    states = ("held",) if only_held else LIVE
+    states = (HoldState.held,) if only_held else LIVE_HOLDS
     res = await s.execute(
         update(SeatHold).where(SeatHold.id == hold_id, SeatHold.state.in_(states))
-        .values(state="released", release_reason=reason, released_at=utcnow())
+        .values(state=HoldState.released, release_reason=reason, released_at=utcnow())
         .execution_options(synchronize_session=False)
     )
     if not res.rowcount:  # type: ignore[attr-defined]
@@ -51,14 +50,14 @@ async def release(s: AsyncSession, hold_id: str, reason: str, *, only_held: bool
 
 async def confirm(s: AsyncSession, hold_id: str) -> bool:
     res = await s.execute(
-        update(SeatHold).where(SeatHold.id == hold_id, SeatHold.state == "held")
-        .values(state="confirmed").execution_options(synchronize_session=False)
+        update(SeatHold).where(SeatHold.id == hold_id, SeatHold.state == HoldState.held)
+        .values(state=HoldState.confirmed).execution_options(synchronize_session=False)
     )
     return bool(res.rowcount)  # type: ignore[attr-defined]
 
 
 async def live_hold(s: AsyncSession, referral_id: str) -> SeatHold | None:
-    return await s.scalar(select(SeatHold).where(SeatHold.referral_id == referral_id, SeatHold.state.in_(LIVE))
+    return await s.scalar(select(SeatHold).where(SeatHold.referral_id == referral_id, SeatHold.state.in_(LIVE_HOLDS))
                           .execution_options(populate_existing=True))
 
 

@@ -15,6 +15,7 @@ from sqlalchemy import and_, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from matching.adapters.orm import Outbox, ReferralCase, Service, ServiceArea, ServiceCategory
+from matching.domain.states import CaseState
 from matching.service_layer import seats
 from matching.service_layer.deciding import Propose
 from shared.outbox import OutboxRelay, add_events
@@ -63,7 +64,7 @@ class WaitlistRetry:
                     if who is None:
                         return moved  # no free seat left where it was freed
                     q = select(ReferralCase.referral_id, ReferralCase.created_at).where(
-                        ReferralCase.state == "waitlisted", ReferralCase.urgent.is_(urgent), who)
+                        ReferralCase.state == CaseState.waitlisted, ReferralCase.urgent.is_(urgent), who)
                     if after is not None:
                         q = q.where(tuple_(ReferralCase.created_at, ReferralCase.referral_id) > after)
                     page = (await s.execute(q.order_by(ReferralCase.created_at, ReferralCase.referral_id)
@@ -84,7 +85,7 @@ class WaitlistRetry:
     async def _retry_one(self, referral_id: str) -> int:
         async with self.sessions() as s, s.begin():
             case = await seats.lock_case(s, referral_id, skip_locked=True)
-            if case is None or case.state != "waitlisted":
+            if case is None or case.state != CaseState.waitlisted:
                 return 0
             out = await self.propose(s, case, trigger="capacity_freed", quiet=True)
             add_events(s, Outbox, out)
