@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 from sqlalchemy.sql.base import ExecutableOption
 
+from matching.adapters import receiver_repository
 from matching.adapters.orm import (
     Attribute,
     Contact,
@@ -32,13 +33,10 @@ from matching.adapters.orm import (
 from matching.domain import directory_record
 from matching.domain.directory_record import PROJECT_TAXONOMIES, Capacity, OrganizationInfo, ServiceRecord
 from matching.domain.record_issues import flag_reasons
-from matching.service_layer import receivers
+from matching.domain.states import LIVE_HOLDS
 from shared import regions
 from shared.events import utcnow
 
-# Holds that occupy a seat (as in service_layer.seats): when a provider declares a new
-# capacity, the live count is what they declare free less these.
-LIVE_HOLD_STATES = ("held", "confirmed")
 BATCH = 500
 Outcome = Literal["created", "updated", "unchanged"]
 _CHILDREN = (ServiceCategory, ServiceArea, Contact, Schedule, ServiceCapacity, Attribute, ServiceAtLocation)
@@ -167,8 +165,9 @@ async def write_records(s: AsyncSession, records: Sequence[ServiceRecord], *,
     terms = {a.term.id: a.term for attrs in attributes.values() for a in attrs}
     await _upsert(s, TaxonomyTerm, {k: _term_row(t) for k, t in terms.items()})
     # The receiving contact's identity, issued for a new (organisation, service, contact).
-    issued = await receivers.issue(s, [(r.organization_id, r.id, r.contact_id) for r in todo],
-                                   {(r.organization_id, r.id, r.contact_id): r.contact_email for r in todo})
+    issued = await receiver_repository.issue(s, [(r.organization_id, r.id, r.contact_id) for r in todo],
+                                             {(r.organization_id, r.id, r.contact_id): r.contact_email
+                                              for r in todo})
 
     def row(r: ServiceRecord) -> dict[str, Any]:
         return _service_row(r, hashes[r.id], issued.get((r.organization_id, r.id, r.contact_id)))
@@ -193,7 +192,7 @@ async def write_records(s: AsyncSession, records: Sequence[ServiceRecord], *,
                if (before[r.id].seats_declared, before[r.id].seats_max) != (r.seats_available, r.seats_max)]
     if recount:
         held = (select(func.count()).select_from(SeatHold)
-                .where(SeatHold.service_id == Service.id, SeatHold.state.in_(LIVE_HOLD_STATES))
+                .where(SeatHold.service_id == Service.id, SeatHold.state.in_(LIVE_HOLDS))
                 .scalar_subquery())
         live = Service.seats_declared - held
         await s.execute(update(Service).where(Service.id.in_(recount))
