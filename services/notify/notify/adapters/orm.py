@@ -12,6 +12,7 @@ from datetime import datetime
 from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from notify.domain.states import DeliveryState, ProposalStatus
 from shared.db import AuditEntryMixin, OutboxMixin, ProcessedEventMixin, UTCDateTime, new_metadata
 from shared.events import utcnow
 
@@ -39,7 +40,7 @@ class Delivery(Base):
     subject: Mapped[str] = mapped_column(String(300))
     body: Mapped[str] = mapped_column(Text)
     urgent: Mapped[bool] = mapped_column(default=False)
-    state: Mapped[str] = mapped_column(String(16), default="pending")  # pending, sent, failed
+    state: Mapped[str] = mapped_column(String(16), default=DeliveryState.pending)  # a DeliveryState
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str] = mapped_column(Text, default="")
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -67,8 +68,7 @@ class Proposal(Base):
     reasons_id: Mapped[list[str]] = mapped_column(JSON, default=list)
     reasons_en: Mapped[list[str]] = mapped_column(JSON, default=list)
     hold_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
-    # proposed, accepted, in_progress, completed, declined, expired, cancelled, withdrawn
-    status: Mapped[str] = mapped_column(String(20), default="proposed")
+    status: Mapped[str] = mapped_column(String(20), default=ProposalStatus.proposed)  # a ProposalStatus
     # Why it was closed from elsewhere (a cancel reason, a refusal), as a code.
     status_reason: Mapped[str | None] = mapped_column(String(40), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -17,9 +17,8 @@ from fastapi.responses import RedirectResponse
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from notify.adapters.orm import Proposal, ReceiverResponse
 from notify.service_layer.credentials import Credential, Credentials, LinkUnusable, NoAddress, UnknownReceiver
-from notify.service_layer.inbox import Conflict, Inbox, NotFound, NotOpened
+from notify.service_layer.inbox import Conflict, Inbox, NotFound, NotOpened, ProposalItem
 from shared.grants import sign
 from shared.operators import OnboardingOperator
 from shared.problems import PROBLEM_MEDIA_TYPE
@@ -147,16 +146,16 @@ class InboxPage(BaseModel):
     offset: int
 
 
-def proposal_view(p: Proposal, responses: list[ReceiverResponse] | None = None) -> ProposalView:
+def proposal_view(p: ProposalItem) -> ProposalView:
     return ProposalView(
         id=p.decision_id, referral_id=p.referral_id, service_id=p.service_id, service_name=p.service_name,
         organization_name=p.organization_name, pmks_category=p.pmks_category, region_code=p.region_code,
         urgency=p.urgency, risk_flags=p.risk_flags, reasons=Reasons(id=p.reasons_id, en=p.reasons_en),
         hold_expires_at=p.hold_expires_at, status=p.status, status_reason=p.status_reason,
         created_at=p.created_at, updated_at=p.updated_at,
-        responses=None if responses is None else [
+        responses=None if p.responses is None else [
             GivenResponse(response=r.response, reason_code=r.reason_code, outcome_code=r.outcome_code,
-                          by=r.receiver_id, at=r.created_at) for r in responses],
+                          by=r.receiver_id, at=r.at) for r in p.responses],
     )
 
 
@@ -187,14 +186,14 @@ async def list_proposals(who: ReceiverDep, inbox: InboxDep,
 @router.get("/inbox/{proposal_id}", response_model=ProposalView)
 async def get_proposal(proposal_id: ProposalId, who: ReceiverDep, inbox: InboxDep, request: Request) -> ProposalView:
     try:
-        p, responses = await inbox.proposal(who, proposal_id)
+        p = await inbox.proposal(who, proposal_id)
     except NotFound:
         raise _not_yours() from None
     except NotOpened:
         raise _not_opened() from None
-    view = proposal_view(p, responses)
+    view = proposal_view(p)
     settings = request.app.state.settings
-    if p.status in ("accepted", "in_progress") and settings.receiver_grant_secret:
+    if p.shares_personal_data and settings.receiver_grant_secret:
         # The person's details are read at intake, never copied here: a short-lived grant
         # for this receiver and referral, which dies with the credential that obtained it.
         grant, expires = sign(settings.receiver_grant_secret, referral_id=p.referral_id,

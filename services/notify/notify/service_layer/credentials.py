@@ -39,11 +39,11 @@ from notify.adapters.orm import (
     SigninCode,
 )
 from notify.domain.messages import masked_address, system_token
+from notify.domain.states import OPEN_PROPOSALS, DeliveryState
 from shared.events import Envelope, ReceiverCredentialRevoked, ReceiverRegistered, new_id, utcnow
 from shared.outbox import OutboxRelay, add_events
 
 SOURCE = "rujukan/notify"
-OPEN = ("proposed", "accepted", "in_progress")  # a proposal a receiver may still act on
 TOKEN_PREFIX = "rjk_"  # noqa: S105 - marks a receiver's system token, not a secret
 SESSION_PREFIX = "rjs_"
 # How stale `last_used_at` may get before a request writes it again (one write a minute,
@@ -219,11 +219,12 @@ class Credentials:
                 return False
             delivery_id, decision_id, receiver_id = asked
             proposal = await s.get(Proposal, (decision_id, receiver_id))
-            if proposal is None or proposal.status not in OPEN:
+            if proposal is None or proposal.status not in OPEN_PROPOSALS:
                 return False
             # The proposal's delivery goes out again: a claim mints a new code for it.
-            again = await s.execute(update(Delivery).where(Delivery.id == delivery_id, Delivery.state != "pending")
-                                    .values(state="pending", next_attempt_at=now)
+            again = await s.execute(update(Delivery)
+                                    .where(Delivery.id == delivery_id, Delivery.state != DeliveryState.pending)
+                                    .values(state=DeliveryState.pending, next_attempt_at=now)
                                     .execution_options(synchronize_session=False))
             return bool(again.rowcount)  # type: ignore[attr-defined]
 

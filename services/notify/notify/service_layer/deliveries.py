@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from notify.adapters.mailer import Mailer
 from notify.adapters.orm import Delivery, Outbox, ProcessedEvent, SigninCode
 from notify.domain.messages import access_section, proposal, token_section
+from notify.domain.states import DeliveryState
 from notify.service_layer.credentials import discard_system_tokens, mint_signin_code, mint_system_token, register
 from notify.service_layer.inbox import CLOSED_LOOP, record_proposal, urgent_of
 from shared.db import first_time
@@ -165,14 +166,14 @@ class Notify:
         in the same transaction, so that only the mail ever holds it (the database keeps
         its hash)."""
         now = utcnow()
-        due = (select(Delivery.id).where(Delivery.state == "pending", Delivery.next_attempt_at <= now)
+        due = (select(Delivery.id).where(Delivery.state == DeliveryState.pending, Delivery.next_attempt_at <= now)
                .order_by(Delivery.urgent.desc(), Delivery.created_at).limit(limit)
                .with_for_update(skip_locked=True))
         expires_at = now + self.signin_code_ttl
         base = self.public_url.rstrip("/")
         async with self.sessions() as s, s.begin():
             rows = (await s.execute(
-                update(Delivery).where(Delivery.id.in_(due.scalar_subquery()), Delivery.state == "pending",
+                update(Delivery).where(Delivery.id.in_(due.scalar_subquery()), Delivery.state == DeliveryState.pending,
                                        Delivery.next_attempt_at <= now)
                 .values(next_attempt_at=now + timedelta(seconds=self.claim_lease_s))
                 .returning(Delivery.id, Delivery.referral_id, Delivery.decision_id, Delivery.receiver_id,
@@ -190,7 +191,8 @@ class Notify:
                     token = await mint_system_token(s, r.decision_id)  # a system token's id
                     if token is None:  # revoked or expired before it went out: mail nothing
                         await s.execute(update(Delivery).where(Delivery.id == r.id).values(
-                            state="failed", last_error="the token was revoked or expired before it was mailed")
+                            state=DeliveryState.failed,
+                            last_error="the token was revoked or expired before it was mailed")
                             .execution_options(synchronize_session=False))
                         continue
                     body += token_section(token, f"{base}/v1/inbox")
@@ -207,7 +209,7 @@ class Notify:
             return
         async with self.sessions() as s, s.begin():
             await s.execute(update(Delivery).where(Delivery.id.in_([d.id for d in unsent]),
-                                                   Delivery.state == "pending")
+                                                   Delivery.state == DeliveryState.pending)
                             .values(next_attempt_at=utcnow()).execution_options(synchronize_session=False))
             codes = [d.code_id for d in unsent if d.code_id]
             if codes:
@@ -225,8 +227,8 @@ class Notify:
             sent = {d.id: d for d, error in done if error is None}
             if sent:
                 marked = (await s.scalars(
-                    update(Delivery).where(Delivery.id.in_(list(sent)), Delivery.state == "pending")
-                    .values(state="sent", sent_at=now, attempts=Delivery.attempts + 1)
+                    update(Delivery).where(Delivery.id.in_(list(sent)), Delivery.state == DeliveryState.pending)
+                    .values(state=DeliveryState.sent, sent_at=now, attempts=Delivery.attempts + 1)
                     .returning(Delivery.id).execution_options(synchronize_session=False))).all()
                 for delivery_id in marked:
                     d = sent[delivery_id]
@@ -246,11 +248,12 @@ class Notify:
                 attempts = d.attempts + 1
                 values: dict[str, object] = {"attempts": attempts, "last_error": error}
                 if attempts >= self.max_attempts:
-                    values["state"] = "failed"
+                    values["state"] = DeliveryState.failed
                 else:
                     # Exponential backoff: 5 s, 10 s, 20 s, ... capped at 10 minutes.
                     values["next_attempt_at"] = now + timedelta(seconds=min(5 * 2 ** (attempts - 1), 600))
-                res = await s.execute(update(Delivery).where(Delivery.id == d.id, Delivery.state == "pending")
+                res = await s.execute(update(Delivery)
+                                      .where(Delivery.id == d.id, Delivery.state == DeliveryState.pending)
                                       .values(**values).execution_options(synchronize_session=False))
                 if not res.rowcount:  # type: ignore[attr-defined]
                     continue

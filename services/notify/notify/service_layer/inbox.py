@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 from sqlalchemy import select
@@ -19,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from notify.adapters.orm import Delivery, Outbox, Proposal, ReceiverResponse
 from notify.domain.messages import notice
+from notify.domain.states import OPEN_PROPOSALS, SHARING_PROPOSALS, ProposalStatus
 from notify.service_layer.credentials import Credential, learn_from_proposal
 from shared.events import (
     Envelope,
@@ -36,13 +38,12 @@ from shared.vocab import is_urgent
 
 SOURCE = "rujukan/notify"
 ResponseKind = Literal["accepted", "declined", "in_progress", "completed"]
-OPEN = ("proposed", "accepted", "in_progress")
 # Where the receiver's proposal must stand for each response.
-RESPONSE_FROM: dict[str, tuple[str, ...]] = {
-    "accepted": ("proposed",),
-    "declined": ("proposed",),
-    "in_progress": ("accepted",),
-    "completed": ("accepted", "in_progress"),
+RESPONSE_FROM: dict[str, tuple[ProposalStatus, ...]] = {
+    "accepted": (ProposalStatus.proposed,),
+    "declined": (ProposalStatus.proposed,),
+    "in_progress": (ProposalStatus.accepted,),
+    "completed": (ProposalStatus.accepted, ProposalStatus.in_progress),
 }
 
 
@@ -77,7 +78,8 @@ async def record_proposal(s: AsyncSession, e: ReferralMatched) -> None:
             decision_id=e.decision_id, receiver_id=r.receiver_id, referral_id=e.referral_id, service_id=e.service_id,
             service_name=e.service_name, organization_name=e.organization_name, pmks_category=e.pmks_category,
             region_code=e.region_code, urgency=e.urgency, risk_flags=list(e.risk_flags),
-            reasons_id=e.reasons_id, reasons_en=e.reasons_en, hold_expires_at=e.hold_expires_at, status="proposed",
+            reasons_id=e.reasons_id, reasons_en=e.reasons_en, hold_expires_at=e.hold_expires_at,
+            status=ProposalStatus.proposed,
         ))
 
 
@@ -85,7 +87,8 @@ async def status_changed(s: AsyncSession, data: ReferralStatusChanged) -> int:
     """A step matching applied: the inbox follows it; an expired hold is noticed to the recipients."""
     items = await _items(s, Proposal.decision_id == data.decision_id)
     if data.status == "hold_expired":
-        return await _close(s, [p for p in items if p.status == "proposed"], "expired", "hold_expired", None)
+        return await _close(s, [p for p in items if p.status == ProposalStatus.proposed], ProposalStatus.expired,
+                            "hold_expired", None)
     for p in items:
         p.status, p.updated_at = data.status, utcnow()
     return 0
@@ -95,7 +98,8 @@ async def response_refused(s: AsyncSession, data: ReferralResponseRefused) -> in
     """A response matching could not apply: the proposal closes where the reason says so,
     and the receiver who gave it is told."""
     items = await _items(s, Proposal.decision_id == data.decision_id)
-    closed = {"hold_expired": "expired", "cancelled": "cancelled", "not_current": "withdrawn"}
+    closed = {"hold_expired": ProposalStatus.expired, "cancelled": ProposalStatus.cancelled,
+              "not_current": ProposalStatus.withdrawn}
     if data.reason_code in closed:
         for p in items:
             p.status, p.status_reason, p.updated_at = closed[data.reason_code], data.reason_code, utcnow()
@@ -106,7 +110,8 @@ async def response_refused(s: AsyncSession, data: ReferralResponseRefused) -> in
 async def referral_cancelled(s: AsyncSession, data: ReferralCancelled) -> int:
     """The agency cancelled: every open proposal of the referral closes, with a notice."""
     items = await _items(s, Proposal.referral_id == data.referral_id)
-    return await _close(s, [p for p in items if p.status in OPEN], "cancelled", "cancelled", data.reason_code)
+    return await _close(s, [p for p in items if p.status in OPEN_PROPOSALS], ProposalStatus.cancelled, "cancelled",
+                        data.reason_code)
 
 
 # The closed loop's steps, by exact event type; each returns how many notices it queued.
@@ -121,7 +126,7 @@ async def _items(s: AsyncSession, where: object) -> list[Proposal]:
     return list((await s.scalars(select(Proposal).where(where).with_for_update())).all())  # type: ignore[arg-type]
 
 
-async def _close(s: AsyncSession, items: list[Proposal], status: str | None, kind: str,
+async def _close(s: AsyncSession, items: list[Proposal], status: ProposalStatus | None, kind: str,
                  reason_code: str | None) -> int:
     """Move the items (when `status`) and queue one notice of `kind` to each recipient."""
     n = 0
@@ -149,12 +154,62 @@ async def _close(s: AsyncSession, items: list[Proposal], status: str | None, kin
 # --- the receivers' side -----------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ResponseEntry:
+    response: str
+    reason_code: str | None
+    outcome_code: str | None
+    receiver_id: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class ProposalItem:
+    """A proposal in the receiver's inbox, with its responses when they were asked for."""
+
+    decision_id: str
+    referral_id: str
+    service_id: str
+    service_name: str
+    organization_name: str
+    pmks_category: str
+    region_code: str
+    urgency: str
+    risk_flags: list[str]
+    reasons_id: list[str]
+    reasons_en: list[str]
+    hold_expires_at: datetime | None
+    status: str
+    status_reason: str | None
+    created_at: datetime
+    updated_at: datetime
+    responses: list[ResponseEntry] | None = None
+
+    @property
+    def shares_personal_data(self) -> bool:
+        """Whether the receiver may read the person's details at intake now."""
+        return self.status in SHARING_PROPOSALS
+
+
+def _item(p: Proposal, responses: Sequence[ReceiverResponse] | None = None) -> ProposalItem:
+    return ProposalItem(
+        decision_id=p.decision_id, referral_id=p.referral_id, service_id=p.service_id,
+        service_name=p.service_name, organization_name=p.organization_name, pmks_category=p.pmks_category,
+        region_code=p.region_code, urgency=p.urgency, risk_flags=list(p.risk_flags),
+        reasons_id=list(p.reasons_id), reasons_en=list(p.reasons_en), hold_expires_at=p.hold_expires_at,
+        status=p.status, status_reason=p.status_reason, created_at=p.created_at, updated_at=p.updated_at,
+        responses=None if responses is None else [
+            ResponseEntry(response=r.response, reason_code=r.reason_code, outcome_code=r.outcome_code,
+                          receiver_id=r.receiver_id, at=r.created_at) for r in responses],
+    )
+
+
 @dataclass
 class Inbox:
     sessions: async_sessionmaker[AsyncSession]
     relay: OutboxRelay
 
-    async def proposals(self, who: Credential, status: str | None, limit: int, offset: int) -> list[Proposal]:
+    async def proposals(self, who: Credential, status: str | None, limit: int, offset: int) -> list[ProposalItem]:
         """The receiver's proposals that this credential opens, newest first."""
         q = select(Proposal).where(Proposal.receiver_id == who.receiver_id)
         if who.proposals is not None:
@@ -162,17 +217,17 @@ class Inbox:
         if status:
             q = q.where(Proposal.status == status)
         async with self.sessions() as s:
-            return list((await s.scalars(q.order_by(Proposal.created_at.desc(), Proposal.decision_id)
-                                         .limit(limit).offset(offset))).all())
+            return [_item(p) for p in (await s.scalars(q.order_by(Proposal.created_at.desc(), Proposal.decision_id)
+                                                       .limit(limit).offset(offset))).all()]
 
-    async def proposal(self, who: Credential, decision_id: str) -> tuple[Proposal, list[ReceiverResponse]]:
+    async def proposal(self, who: Credential, decision_id: str) -> ProposalItem:
         """One of the receiver's proposals that this credential opens, and its responses."""
         async with self.sessions() as s:
             p = await self._opened(s, who, decision_id)
-            responses = list((await s.scalars(select(ReceiverResponse).where(
+            responses = (await s.scalars(select(ReceiverResponse).where(
                 ReceiverResponse.decision_id == decision_id, ReceiverResponse.receiver_id == who.receiver_id)
-                .order_by(ReceiverResponse.created_at))).all())
-        return p, responses
+                .order_by(ReceiverResponse.created_at))).all()
+            return _item(p, responses)
 
     @staticmethod
     async def _opened(s: AsyncSession, who: Credential, decision_id: str, lock: bool = False) -> Proposal:
@@ -184,14 +239,14 @@ class Inbox:
         return p
 
     async def respond(self, who: Credential, decision_id: str, response: ResponseKind,
-                      reason_code: str | None = None, outcome_code: str | None = None) -> tuple[Proposal, bool]:
+                      reason_code: str | None = None, outcome_code: str | None = None) -> tuple[ProposalItem, bool]:
         """Record a response and publish it to matching, in one transaction. Returns
         (proposal, whether anything changed): the same response again changes nothing."""
         now = utcnow()
         async with self.sessions() as s, s.begin():
             p = await self._opened(s, who, decision_id, lock=True)
             if p.status == response:
-                return p, False
+                return _item(p), False
             if p.status not in RESPONSE_FROM[response]:
                 raise Conflict(f"the proposal is {p.status}: '{response}' is not possible now")
             if response in ("accepted", "declined") and p.hold_expires_at is not None and now > p.hold_expires_at:
@@ -207,4 +262,4 @@ class Inbox:
             p.status, p.status_reason, p.updated_at = response, reason_code or outcome_code, now
             add_events(s, Outbox, [event])
         self.relay.kick()
-        return p, True
+        return _item(p), True
