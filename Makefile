@@ -4,7 +4,7 @@ TOOLS := var/tools
 UV ?= $(shell command -v uv 2>/dev/null || echo $(TOOLS)/bin/uv)
 export UV_FROZEN := 1
 
-.PHONY: install install-run run test check lint typecheck format compose-check bench bench-setup clean soak fault
+.PHONY: install install-run run test check lint typecheck format compose-check bench bench-setup clean soak fault asyncapi
 
 $(TOOLS)/bin/uv:
 	python3 scripts/ensure_uv.py $(TOOLS)
@@ -53,6 +53,10 @@ bench: install bench-setup
 bench-setup:
 	@command -v wrk >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get install -y wrk >/dev/null; } \
 		|| echo "wrk is not installed (apt-get install -y wrk): the intake stage will report an error"
+
+# The AsyncAPI documents of what each service reads, from the code (checked by tests/unit/test_asyncapi.py).
+asyncapi: install
+	for s in intake matching notify; do $(UV) run faststream docs gen --factory $$s.entrypoints.streams:asyncapi -o docs/asyncapi/$$s.json; done
 
 format:
 	$(UV) run ruff check --fix . && $(UV) run ruff format .

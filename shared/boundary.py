@@ -37,7 +37,7 @@ from shared.problems import problem
 log = logging.getLogger("rujukan.http")
 
 # Answered without a credential, never rate-limited: health and the API's own description.
-OPEN_PATHS = frozenset({"/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
+OPEN_PATHS = frozenset({"/health", "/openapi.json", "/asyncapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
 # Without a credential in a header (the credential is the link itself), rate-limited.
 PUBLIC_PREFIXES = ("/v1/signin/", "/v1/signout")
 SESSION_COOKIE = "rujukan_session"

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from functools import cache
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from ulid import ULID
 
 from shared.vocab import Gender, Modality, RiskFlag, SupportType, Urgency
@@ -280,6 +281,17 @@ class Envelope(BaseModel):
     def to_fields(self) -> dict[str, str]:
         """The stream entry: one JSON field, plus the type for operators' eyes (XRANGE)."""
         return {"type": self.type, "event": self.model_dump_json()}
+
+
+@cache
+def envelope_model(data_type: type[EventData]) -> type[Envelope]:
+    """The envelope of one event type, typed all the way down: what the AsyncAPI documents
+    say an entry carries (the wire format is Envelope, parsed by `parse_entry`)."""
+    literal: Any = Literal[data_type.TYPE]  # a type made at run time, one per event type
+    return create_model(
+        f"{data_type.__name__}Event", __base__=Envelope, __doc__=f"An envelope carrying `{data_type.TYPE}`.",
+        type=(literal, ...), data=(data_type, ...),
+    )
 
 
 class UnknownEventType(ValueError):

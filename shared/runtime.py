@@ -1,6 +1,6 @@
-"""What every service process does the same way: logging, the Redis client, start-up
-(migrate, provision streams), background workers (consumer, outbox relay) and a graceful
-stop. Each service's bootstrap supplies its own parts."""
+"""What every service process does the same way: logging, the Redis client and the
+FastStream broker, start-up (migrate, provision streams), background workers (consumer,
+outbox relay, periodic rounds) and a graceful stop. shared/app.py builds the app around it."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import asyncio
 import logging
 import secrets
 import sys
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Iterable
 from contextlib import suppress
-from typing import Any
+from typing import Any, Protocol
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -26,15 +26,23 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
+class Worker(Protocol):
+    """The one shape of every background loop (stream consumer, outbox relay, delivery
+    rounds, hold expiry, waitlist, janitor): run() until stop(), finishing what it holds."""
+
+    async def run(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
 class Workers:
     """Background loops of a service (stream consumers, outbox relay, mailer)."""
 
     def __init__(self) -> None:
         self._items: list[tuple[Any, asyncio.Task[None]]] = []
 
-    def start(self, worker: Any, run: Callable[[], Coroutine[Any, Any, None]] | None = None) -> None:
-        """`worker` has stop(); its run() is started as a task."""
-        task = asyncio.create_task((run or worker.run)(), name=type(worker).__name__)
+    def start(self, worker: Worker) -> None:
+        task = asyncio.create_task(worker.run(), name=type(worker).__name__)
         self._items.append((worker, task))
 
     async def stop(self, timeout: float = 20.0) -> None:
@@ -75,9 +83,11 @@ def serve(app: Any, host: str, port: int, log_level: str = "info", *, workers: i
 
 
 class Runtime:
-    """A service process's shared parts: database, Redis, background workers."""
+    """A service process's shared parts: database, Redis, the broker, background workers."""
 
     def __init__(self, settings: Any, migrations_dir: Any) -> None:
+        from faststream.redis import RedisBroker
+
         from shared.db import make_engine, sessions
         from shared.streams.topology import connect
 
@@ -86,6 +96,11 @@ class Runtime:
         self.engine = make_engine(settings.database_url)
         self.sessions = sessions(self.engine)
         self.redis = connect(settings.redis_url)
+        # One broker per process: every stream subscriber of this service runs on it.
+        # Entries reach handlers unparsed (apply_types off): the consumer parses each one.
+        self.broker = RedisBroker(settings.redis_url, apply_types=False, graceful_timeout=15.0,
+                                  logger=logging.getLogger("rujukan.streams.faststream"),
+                                  log_level=logging.DEBUG)  # no line per batch at INFO
         self.workers = Workers()
         self.consumers: list[Any] = []
         self.janitor: Any = None
@@ -99,12 +114,16 @@ class Runtime:
 
         await _until_ready("database", lambda: upgrade(self.settings.database_url, self.migrations_dir))
         await _until_ready("redis", lambda: provision(self.redis))
+        await _until_ready("broker", self.broker.start)
         # Every replica runs a janitor; a lock in Redis lets one of them trim per period.
         self.janitor = StreamJanitor(self.redis, interval_s=self.settings.stream_trim_interval_s,
                                      forget_after_s=self.settings.consumer_forget_after_s)
         self.workers.start(self.janitor)
 
-    def consume(self, group: str, handler: Any) -> Any:
+    def consume(self, group: str, handler: Any, reads: Iterable[Any] = ()) -> Any:
+        """Start the group's consumer on the broker; `reads` (the event types it handles)
+        only types its channels in the AsyncAPI document."""
+        from shared.streams.asyncapi import payloads
         from shared.streams.consumer import StreamConsumer
         from shared.streams.topology import TOPOLOGY
 
@@ -116,6 +135,7 @@ class Runtime:
             self.redis, group=group, consumer=name, streams=TOPOLOGY[group],
             handler=handler, batch=s.stream_batch, block_ms=s.stream_block_ms,
             reclaim_idle_ms=s.reclaim_idle_ms, max_deliveries=s.max_deliveries,
+            broker=self.broker, payloads=payloads(group, reads),
         )
         self.consumers.append(consumer)
         self.workers.start(consumer)
@@ -123,6 +143,8 @@ class Runtime:
 
     async def close(self) -> None:
         await self.workers.stop()
+        with suppress(Exception):
+            await self.broker.stop()
         await self.redis.aclose()
         await self.engine.dispose()
 

@@ -55,19 +55,31 @@ def dead_letter_stream(group: str) -> str:
 
 def stream_for(envelope: Envelope) -> str:
     """Where an event is published: its flow, and the urgent lane when the case is urgent."""
-    family = envelope.type.split(".")
+    lanes = lanes_of(envelope.type)
     data = envelope.data
     urgent = is_urgent(str(data.get("urgency", "routine")), list(data.get("risk_flags", [])))
+    return lanes[0] if urgent else lanes[-1]
+
+
+def is_urgent_lane(stream: str) -> bool:
+    """A stream whose entries go before routine work: an urgent lane, or revoked credentials
+    (the grants they obtained die with them)."""
+    return stream.endswith(":urgent") or stream == CREDENTIALS
+
+
+def lanes_of(event_type: str) -> tuple[str, ...]:
+    """The streams an event type can be published to: (urgent lane, routine lane) for a
+    referral's flow, the one stream otherwise."""
+    family = event_type.split(".")
     if family[0] == "referral":
-        lanes = LANES.get(".".join(family[:2]), (DECISIONS_URGENT, DECISIONS))
-        return lanes[0] if urgent else lanes[1]
+        return LANES.get(".".join(family[:2]), (DECISIONS_URGENT, DECISIONS))
     if family[0] == "notification":
-        return NOTIFICATIONS
-    if envelope.type.startswith("receiver.registered."):
-        return RECEIVERS
-    if envelope.type.startswith("receiver.credential_revoked."):
-        return CREDENTIALS
-    raise ValueError(f"no stream for event type {envelope.type}")
+        return (NOTIFICATIONS,)
+    if event_type.startswith("receiver.registered."):
+        return (RECEIVERS,)
+    if event_type.startswith("receiver.credential_revoked."):
+        return (CREDENTIALS,)
+    raise ValueError(f"no stream for event type {event_type}")
 
 
 def replay_stream(group: str) -> str:

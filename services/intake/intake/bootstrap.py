@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
 
 from intake.adapters.crypto import FieldCipher, KeyringError
 from intake.adapters.orm import AuditEntry, Outbox
-from intake.entrypoints import agencies, http, receivers, sealed, vocabularies
+from intake.entrypoints import agencies, http, receivers, sealed, streams, vocabularies
 from intake.service_layer.agencies import Agencies
 from intake.service_layer.referrals import Intake
 from intake.settings import Settings
-from shared.audit import install_audit
-from shared.http import ERROR_RESPONSES, install_error_handlers
-from shared.ops import ops_router
+from shared.app import Service, Wiring, service_app
 from shared.outbox import OutboxRelay
-from shared.runtime import Runtime, configure_logging, health_router
+from shared.runtime import Runtime, configure_logging, serve
 from shared.settings import settings_to_start
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -28,13 +24,9 @@ DEMO_AGENCY_ID = "demo"
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    settings.refuse_development_values()  # a known secret never runs in production
     cipher = FieldCipher(settings.encryption_keys)  # fail at once on a missing or bad key
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        rt = Runtime(settings, MIGRATIONS)
-        await rt.start()
+    async def wire(rt: Runtime) -> Wiring:
         relay = OutboxRelay(rt.sessions, Outbox, rt.redis, poll_interval_s=settings.outbox_poll_interval_s)
         intake = Intake(rt.sessions, cipher, relay, Agencies(rt.sessions, settings.agency_key_pepper))
         if settings.development and settings.demo_api_key:
@@ -42,26 +34,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         else:
             # The demo agency lives only while development gives its key: removed, it is off.
             await intake.agencies.deactivate(DEMO_AGENCY_ID)
-        app.state.runtime, app.state.intake, app.state.settings = rt, intake, settings
-        rt.workers.start(relay)
-        rt.consume("intake", intake.handle)
-        try:
-            yield
-        finally:
-            await rt.close()
+        return Wiring(state={"intake": intake}, handler=streams.batch_handler(intake), workers=[relay])
 
-    app = FastAPI(title="Rujukan intake", version="1", lifespan=lifespan,
-                  description="Agency API: submit referrals and follow them until they close.")
-    install_error_handlers(app)
-    sealed.install(app)  # personal data sealed with a key no longer configured: 409, not 500
-    install_audit(app, AuditEntry)
-    app.include_router(health_router())
-    app.include_router(ops_router(), responses=ERROR_RESPONSES)
-    app.include_router(http.router, responses=ERROR_RESPONSES)
-    app.include_router(receivers.router, responses=ERROR_RESPONSES)
-    app.include_router(agencies.router, responses=ERROR_RESPONSES)
-    app.include_router(vocabularies.router, responses=ERROR_RESPONSES)
-    return app
+    return service_app(Service(
+        name="intake", description="Agency API: submit referrals and follow them until they close.",
+        migrations=MIGRATIONS, group=streams.GROUP, reads=streams.READS, wire=wire,
+        routers=[http.router, receivers.router, agencies.router, vocabularies.router], audit_model=AuditEntry,
+        install=sealed.install,  # personal data sealed with a key no longer configured: 409, not 500
+    ), settings)
 
 
 def worker_app() -> FastAPI:
@@ -73,8 +53,6 @@ def worker_app() -> FastAPI:
 
 
 def main() -> None:
-    from shared.runtime import serve
-
     settings = settings_to_start(Settings)
     configure_logging(settings.service_name, settings.log_level)
     try:

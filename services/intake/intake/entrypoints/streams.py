@@ -1,0 +1,28 @@
+"""What intake reads from the streams, in one place: its consumer group (the streams it reads,
+urgent lanes first, are `TOPOLOGY["intake"]` in shared/streams/topology.py) and, by exact
+event type, the use case that answers each event (`HANDLERS`). An event of any other type
+on those streams is acknowledged and ignored; one that does not parse is dead-lettered.
+docs/asyncapi/intake.json is generated from this."""
+
+from __future__ import annotations
+
+from faststream import FastStream
+
+from intake.service_layer.referrals import HANDLERS, Intake
+from shared.streams.asyncapi import docs_app
+from shared.streams.consumer import BatchHandler
+
+GROUP = "intake"
+READS = tuple(HANDLERS)
+
+__all__ = ["GROUP", "HANDLERS", "READS", "asyncapi", "batch_handler"]
+
+
+def batch_handler(intake: Intake) -> BatchHandler:
+    """Each batch is applied in one transaction, each event once (the inbox table)."""
+    return intake.handle
+
+
+def asyncapi() -> FastStream:
+    """`faststream docs gen --factory intake.entrypoints.streams:asyncapi` (make asyncapi)."""
+    return docs_app("intake", GROUP, READS)
