@@ -92,7 +92,8 @@ def asyncapi_router(service: Service) -> APIRouter:
     router = APIRouter()
     spec: dict[str, Any] = {}
 
-    @router.get("/asyncapi.json", tags=["health"], summary="AsyncAPI 3.0: the streams this service reads")
+    # Like /openapi.json, a description of the service, not one of its operations.
+    @router.get("/asyncapi.json", include_in_schema=False)
     async def asyncapi() -> JSONResponse:
         if not spec:
             spec.update(document(service.name, service.group, service.reads_list))

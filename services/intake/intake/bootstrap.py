@@ -24,6 +24,7 @@ DEMO_AGENCY_ID = "demo"
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    settings.refuse_development_values()  # before the keys are read: a known secret never runs in production
     cipher = FieldCipher(settings.encryption_keys)  # fail at once on a missing or bad key
 
     async def wire(rt: Runtime) -> Wiring:
