@@ -93,6 +93,12 @@ async def test_the_agency_cancels_an_open_referral(database_url: str, redis_url:
         rid = (await client.post("/v1/referrals", json=crisis, headers=AUTH)).json()["id"]
         await publish(redis, [matched(rid, urgency="crisis")])
 
+        async def proposed() -> bool:  # the proposal is on the timeline before the agency cancels
+            view = (await client.get(f"/v1/referrals/{rid}", headers=AUTH)).json()
+            return any(step["kind"] != "submitted" for step in view["timeline"])
+
+        assert await eventually(proposed, timeout=20)
+
         r = await client.post(f"/v1/referrals/{rid}/cancel", json={"reason_code": "nope"}, headers=AUTH)
         assert r.status_code == 422
         assert r.json()["errors"][0]["field"] == "reason_code"
