@@ -142,7 +142,12 @@ class Runtime:
         return consumer
 
     async def close(self) -> None:
+        from shared.streams.consumer import stop_subscribers
+
         await self.workers.stop()
+        # A consumer cancelled for overstaying left its subscribers reading: end those reads
+        # before the broker closes its connections under them.
+        await stop_subscribers(s for s in self.broker.subscribers if s.running)
         with suppress(Exception):
             await self.broker.stop()
         await self.redis.aclose()

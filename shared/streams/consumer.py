@@ -114,6 +114,19 @@ class ConsumerStats:
     started_at: float = field(default_factory=time.time)
 
 
+async def stop_subscribers(subscribers: Iterable[Any], timeout: float = 20.0) -> None:
+    """Stop FastStream subscribers and wait until their reads have ended. A subscriber's
+    stop() cancels its read task without waiting for it: a read still inside XREADGROUP
+    when the broker then closes its connections fails and is logged as an error."""
+    for sub in subscribers:
+        reading = [t for t in getattr(sub, "tasks", ()) if not t.done()]
+        try:
+            await asyncio.wait_for(sub.stop(), timeout)
+            await asyncio.wait_for(asyncio.gather(*reading, return_exceptions=True), 5)
+        except Exception as e:
+            log.warning("a stream subscriber did not stop cleanly: %s", e)
+
+
 class StreamConsumer:
     """Reads a group's streams through FastStream, one batched subscriber per stream, and
     hands each batch to the handler; acknowledges only after the handler returned (its
@@ -287,11 +300,7 @@ class StreamConsumer:
 
     async def _stop_reading(self) -> None:
         """Stop every subscriber; FastStream lets a batch in hand finish first (graceful_timeout)."""
-        for sub in self._subscribers.values():
-            try:
-                await asyncio.wait_for(sub.stop(), 20)
-            except Exception as e:
-                log.warning("consumer %s/%s: a subscriber did not stop cleanly: %s", self.group, self.consumer, e)
+        await stop_subscribers(self._subscribers.values())
         if self._own_broker and self.broker is not None:
             with contextlib.suppress(Exception):
                 await self.broker.stop()

@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from faststream.redis import RedisBroker
 
 from shared.events import Envelope, ReferralSubmitted
-from shared.streams.consumer import Message, StreamConsumer
+from shared.streams.consumer import Message, StreamConsumer, stop_subscribers
 from shared.streams.dead_letters import dead_letters, replay_dead_letter
 from shared.streams.janitor import forget_idle_consumers
 from shared.streams.topology import connect, dead_letter_stream, provision, replay_stream, stats_key
@@ -308,6 +309,32 @@ async def test_stop_hands_back_what_could_not_be_finished(redis: aioredis.Redis)
     assert {c["name"]: c["pending"] for c in consumers} == {"leaving": 0}  # "other" left clean
     await forget_idle_consumers(redis, 0, lane.topology)
     assert await redis.xinfo_consumers(lane.routine, lane.group) == []
+
+
+async def test_stopped_subscribers_have_ended_their_reads_before_the_connections_close(
+        redis: aioredis.Redis, redis_url: str) -> None:
+    lane = Lane(redis)
+    await lane.provision()
+    broker = RedisBroker(redis_url, apply_types=False)
+
+    async def handler(ms: list[Message]) -> None:
+        return None
+
+    c = lane.consumer(handler, name="blocked", block_ms=5_000, broker=broker)
+    c.subscribe(broker)
+    await broker.start()
+    try:
+        subs = list(c._subscribers.values())
+        await until(lambda: _eq(lambda: sum(s.running for s in subs), 2), timeout=10)
+        reads = [t for s in subs for t in s.tasks]
+        await asyncio.sleep(0.3)  # both inside a blocking XREADGROUP
+        await stop_subscribers(subs)
+        # FastStream's own stop() only cancels the reads; a read not yet ended would meet
+        # the connection the broker closes next, and log a ConnectionError.
+        assert reads
+        assert all(t.done() for t in reads)
+    finally:
+        await broker.stop()
 
 
 # -- replay -----------------------------------------------------------------------------------
