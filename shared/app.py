@@ -1,7 +1,8 @@
 """The one app factory of the three services: the lifespan (migrate, provision streams,
 start the broker, wire the service, start its workers and its consumer; stop them in
 reverse), operator authentication and the audit of every operator call, error handlers,
-health, the operations routes and the AsyncAPI document. A service's bootstrap gives only
+health, the operations routes, the AsyncAPI document and what pages share (assets,
+language switch, security headers). A service's bootstrap gives only
 what is its own (`Service`)."""
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from shared.ops import ops_router
 from shared.runtime import Runtime, Worker, health_router
 from shared.streams.asyncapi import document
 from shared.streams.consumer import BatchHandler
+from shared.web.pages import Pages, install_pages
 
 
 @dataclass
@@ -47,6 +49,7 @@ class Service:
     routers: Sequence[APIRouter] = ()
     audit_model: type[Any] | None = None
     install: Callable[[FastAPI], None] | None = None  # service-only middleware or handlers
+    templates: Path | None = None  # the service's page templates (the shared layout is found after them)
     reads_list: list[type[EventData]] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -76,6 +79,7 @@ def service_app(service: Service, settings: Any) -> FastAPI:
 
     app = FastAPI(title=f"Rujukan {service.name}", version="1", lifespan=lifespan, description=service.description)
     install_error_handlers(app)
+    install_pages(app, Pages(service.templates))
     if service.install is not None:
         service.install(app)
     if service.audit_model is not None:

@@ -38,8 +38,13 @@ log = logging.getLogger("rujukan.http")
 
 # Answered without a credential, never rate-limited: health and the API's own description.
 OPEN_PATHS = frozenset({"/health", "/openapi.json", "/asyncapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
+# The pages' assets and language switch: nothing to guard, never rate-limited.
+OPEN_PREFIXES = ("/assets/", "/lang/")
+# People's pages check their own session (a missing one is sent to sign in, not answered
+# 401), so they pass here without a credential; their failures are still counted.
+PAGE_PREFIXES = ("/receiver", "/agency", "/operator", "/person", "/signin/")
 # Without a credential in a header (the credential is the link itself), rate-limited.
-PUBLIC_PREFIXES = ("/v1/signin/", "/v1/signout")
+PUBLIC_PREFIXES = ("/v1/signin/", "/v1/signout", *PAGE_PREFIXES)
 SESSION_COOKIE = "rujukan_session"
 MAX_BODY_BYTES = 64 * 1024  # the agency and inbox APIs: a referral is a few KiB
 FAILURE_STATUSES = frozenset({401, 403})
@@ -147,7 +152,7 @@ class Boundary:
             return
         path: str = scope["path"]
         headers = Headers(scope=scope)
-        is_open = path in OPEN_PATHS
+        is_open = path in OPEN_PATHS or path == "/" or path.startswith(OPEN_PREFIXES)
         is_public = path.startswith(self.public_prefixes)
         credential = credential_of(headers)
         if credential is None and not is_open and not is_public:
