@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from intake.adapters.crypto import FieldCipher, KeyringError
 from intake.adapters.orm import AuditEntry, Outbox
-from intake.entrypoints import agencies, http, receivers, sealed, streams, vocabularies
+from intake.entrypoints import agencies, agency_pages, http, person_page, receivers, sealed, streams, vocabularies
 from intake.service_layer.agencies import Agencies
 from intake.service_layer.referrals import Intake
 from intake.settings import Settings
@@ -17,6 +17,7 @@ from shared.app import Service, Wiring, service_app
 from shared.outbox import OutboxRelay
 from shared.runtime import Runtime, configure_logging, serve
 from shared.settings import settings_to_start
+from shared.web.operator import operator_pages
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 DEMO_AGENCY_ID = "demo"
@@ -40,7 +41,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return service_app(Service(
         name="intake", description="Agency API: submit referrals and follow them until they close.",
         migrations=MIGRATIONS, group=streams.GROUP, reads=streams.READS, wire=wire,
-        routers=[http.router, receivers.router, agencies.router, vocabularies.router], audit_model=AuditEntry,
+        routers=[http.router, receivers.router, agencies.router, vocabularies.router,
+                 agency_pages.router, person_page.router, operator_pages("intake")],
+        audit_model=AuditEntry, templates=Path(__file__).parent / "templates" / "pages",
         install=sealed.install,  # personal data sealed with a key no longer configured: 409, not 500
     ), settings)
 

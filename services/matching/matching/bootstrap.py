@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from matching.adapters.hsds_json import parse_document
 from matching.adapters.orm import AuditEntry, Outbox
-from matching.entrypoints import http, streams
+from matching.entrypoints import http, pages, streams
 from matching.service_layer.directory import import_parsed
 from matching.service_layer.handlers import Matching
 from matching.service_layer.workers import HoldExpiry, Waitlist
@@ -20,6 +20,7 @@ from shared.app import Service, Wiring, service_app
 from shared.outbox import OutboxRelay
 from shared.runtime import Runtime, configure_logging, serve
 from shared.settings import settings_to_start
+from shared.web.operator import operator_pages
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 DEMO_DIRECTORY = Path(__file__).parent / "seed" / "demo_directory.json"
@@ -48,7 +49,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return service_app(Service(
         name="matching", description="Directory admin and decisions: who gets sent where, and why.",
         migrations=MIGRATIONS, group=streams.GROUP, reads=streams.READS, wire=wire,
-        routers=[http.router], audit_model=AuditEntry,
+        routers=[http.router, pages.router, operator_pages("matching")], audit_model=AuditEntry,
+        templates=Path(__file__).parent / "templates" / "pages",
     ), settings)
 
 

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from notify.adapters.mailer import Mailer
 from notify.adapters.orm import AuditEntry, Outbox
-from notify.entrypoints import http, inbox, streams
+from notify.entrypoints import http, inbox, pages, streams
 from notify.service_layer.credentials import Credentials
 from notify.service_layer.deliveries import Notify
 from notify.service_layer.inbox import Inbox
@@ -18,6 +18,7 @@ from shared.app import Service, Wiring, service_app
 from shared.outbox import OutboxRelay
 from shared.runtime import Runtime, configure_logging, serve
 from shared.settings import settings_to_start
+from shared.web.operator import operator_pages
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -41,7 +42,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return service_app(Service(
         name="notify", description="Deliveries to receiving social workers and facilitators.",
         migrations=MIGRATIONS, group=streams.GROUP, reads=streams.READS, wire=wire,
-        routers=[http.router, inbox.router, inbox.signin, inbox.operator], audit_model=AuditEntry,
+        routers=[http.router, inbox.router, inbox.signin, inbox.operator, pages.router, operator_pages("notify")],
+        audit_model=AuditEntry, templates=Path(__file__).parent / "templates" / "pages",
     ), settings)
 
 
