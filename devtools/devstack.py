@@ -5,6 +5,8 @@
 - intake, matching and notify, each with a SQLite database under ./var, started with the
   command and environment that `compose.yaml` gives them (one source of truth), with only
   the addresses of Redis, SMTP and the databases replaced by local ones;
+- one address for people, as compose's Caddy gives (devtools/proxy.py, the same routing
+  table): http://127.0.0.1:8080 (RUJUKAN_PROXY_PORT), where the links in mails point;
 - in development (RUJUKAN_ENV=development), with secrets of its own made once under
   ./var/secrets (never a value published in this repository), one operator key per role,
   the demo agency and the demo directory.
@@ -12,8 +14,8 @@
 `python -m devtools.devstack compose-env > .env` prints the same kind of development values
 for `docker compose --profile dev up`.
 
-Ctrl-C (or SIGTERM) stops the services gracefully, then Redis and the mail catcher.
-A service that dies is started again.
+Ctrl-C (or SIGTERM) stops the proxy and the services gracefully, then Redis and the mail
+catcher. A service (or the proxy) that dies is started again.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from devtools.redis_server import RedisProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 APP_SERVICES = ("intake", "matching", "notify")
+PROXY = "proxy"
 DEFAULT_DEMO_API_KEY = "rujukan-demo-key"
 # ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?error}, ${VAR?error}
 _VAR = re.compile(r"\$\{([A-Z0-9_]+)(?:(:?)([-?])([^}]*))?\}")
@@ -171,6 +174,8 @@ class Stack:
         self.redis: RedisProcess | None = None
         self.mail: MailCatcher | None = None
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.proxy_port = int(self.env.get("RUJUKAN_PROXY_PORT", "8080"))
+        self.proxy_host = self.env.get("RUJUKAN_PROXY_HOST", "127.0.0.1")
         self.specs = load_compose(env={**REPLACED_LOCALLY, **self.env})
         # RUJUKAN_<SERVICE>_PORT moves a service off its compose port (tests, a busy machine).
         for name, spec in self.specs.items():
@@ -195,16 +200,32 @@ class Stack:
         self.redis_url, self.smtp_url = redis_url, smtp_url
         for name in APP_SERVICES:
             self._spawn(name)
+        self._spawn(PROXY)
+
+    @property
+    def origin(self) -> str:
+        """The one address people open: the proxy in front of the three services."""
+        return f"http://127.0.0.1:{self.proxy_port}"
+
+    def url(self, path: str = "/") -> str:
+        return self.origin + path
 
     def _spawn(self, name: str) -> None:
+        if name == PROXY:
+            cmd = [sys.executable, "-m", "devtools.proxy", "--host", self.proxy_host, "--port", str(self.proxy_port)]
+            cmd += [f"--upstream={n}=http://127.0.0.1:{self.port(n)}" for n in APP_SERVICES]
+            self._popen(name, cmd, {**self.env})
+            return
         spec = self.specs[name]
         env = {**self.env, **local_environment(spec, self.var, self.redis_url, self.smtp_url, self.env)}
-        # Links in mails point at where the services really listen here.
+        # Links in mails point at the one address (the proxy), unless PUBLIC_URL is given.
         if "PUBLIC_URL" in env:
-            env["PUBLIC_URL"] = f"http://127.0.0.1:{self.port(name)}"
+            env["PUBLIC_URL"] = self.env.get("PUBLIC_URL") or self.origin
         if "INTAKE_PUBLIC_URL" in env:
-            env["INTAKE_PUBLIC_URL"] = f"http://127.0.0.1:{self.port('intake')}"
-        cmd = [sys.executable if c == "python" else c for c in spec.command]
+            env["INTAKE_PUBLIC_URL"] = self.env.get("PUBLIC_URL") or self.origin
+        self._popen(name, [sys.executable if c == "python" else c for c in spec.command], env)
+
+    def _popen(self, name: str, cmd: list[str], env: dict[str, str]) -> None:
         out: Any = None
         if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -219,10 +240,11 @@ class Stack:
 
     def wait_healthy(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
-        for name in APP_SERVICES:
+        for name in (*APP_SERVICES, PROXY):
+            port = self.proxy_port if name == PROXY else self.port(name)
             while True:
                 try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{self.port(name)}/health", timeout=2):
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
                         break
                 except Exception:
                     if self.procs[name].poll() is not None:
@@ -241,6 +263,14 @@ class Stack:
 
     def stop(self) -> None:
         self._stopping.set()
+        # The door first: nobody reaches a service that is going away.
+        proxy = self.procs.get(PROXY)
+        if proxy is not None and proxy.poll() is None:
+            proxy.send_signal(signal.SIGTERM)
+            try:
+                proxy.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proxy.kill()
         for proc in self.procs.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -260,6 +290,7 @@ def banner(stack: Stack) -> str:
     operators = "\n".join(f"    {role:<11} {key}" for role, key in keys.items())
     return f"""
 Rujukan is running (development; data under {stack.var}).
+  Open {stack.origin}/  (one address for people: pages, the API and the links in mails)
   intake    http://127.0.0.1:{stack.port('intake')}/docs    demo agency key: {stack.env['DEMO_API_KEY']}
   matching  http://127.0.0.1:{stack.port('matching')}/docs
   notify    http://127.0.0.1:{stack.port('notify')}/docs

@@ -20,7 +20,9 @@ StackFactory = Callable[..., Stack]
 def stack_factory(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[StackFactory]:
     """Start a stack: its own redis-server (as `make run` does), SQLite or PostgreSQL
     databases, mail to the given SMTP URL (else its own catcher under var/mail), each
-    service on a free port with its log in var/logs/<service>.log."""
+    service on a free port with its log in var/logs/<service>.log, and the one address for
+    people in front of them (`stack.origin`, `stack.url("/agency")`; devtools/proxy.py) on
+    another, where the links in mails point."""
     stacks: list[Stack] = []
 
     def start(database: str = "sqlite", smtp_url: str | None = None, **env: str) -> Stack:
@@ -30,6 +32,7 @@ def stack_factory(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[St
             "RUJUKAN_ENV": "development", "DEMO_API_KEY": DEMO_KEY, "OPERATOR_KEYS": OPERATOR_KEYS,
             "ENCRYPTION_KEYS": TEST_KEYS, "AGENCY_KEY_PEPPER": AGENCY_PEPPER, "RECEIVER_GRANT_SECRET": GRANT_SECRET,
             "RUJUKAN_REDIS_PORT": str(free_port()), "RUJUKAN_SMTP_PORT": str(free_port()),
+            "RUJUKAN_PROXY_PORT": str(free_port()),
             "SEED_DEMO": "true", "OUTBOX_POLL_INTERVAL_S": "0.5", "LOG_LEVEL": "INFO",
         }
         for name in APP_SERVICES:
