@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import http.cookiejar
 import json
+import posixpath
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -65,15 +66,15 @@ _FORWARDING = {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-fo
 
 
 def route(path: str) -> str | None:
-    """The service that answers `path`, or None (not routed; so is any "." or ".." segment,
-    which a client could use to reach past a prefix: /agency/../docs)."""
-    if "/./" in path + "/" or "/../" in path + "/":
-        return None
-    if path == "/":
+    """The service that answers `path` (percent-decoded), or None (not routed). Matched as
+    Caddy matches: on the cleaned path ("/agency/../docs" is /docs, "//agency" is /agency),
+    letters in any case; the request goes on with its path as sent."""
+    clean = posixpath.normpath("/" + path.lstrip("/")).lower()
+    if clean == "/":
         return ROUTES["=/"]
     best: str | None = None
     for prefix in ROUTES:
-        if prefix.startswith("=") or not (path == prefix or path.startswith(prefix + "/")):
+        if prefix.startswith("=") or not (clean == prefix or clean.startswith(prefix + "/")):
             continue
         if best is None or len(prefix) > len(best):
             best = prefix
