@@ -21,13 +21,14 @@ from devtools.mailcatcher import MailCatcher
 from tests.apps import DEMO_KEY, DIRECTORY_KEY
 from tests.e2e.conftest import StackFactory
 from tests.e2e.test_first_referral import PERSONAL, assert_no_personal_data_in_logs, assert_no_personal_data_on_streams
+from tests.mails import text_of
 from tests.unit.test_referral_request import VALID
 
 pytestmark = pytest.mark.e2e
 
 AGENCY = {"Authorization": f"Bearer {DEMO_KEY}"}
 ADMIN = {"Authorization": f"Bearer {DIRECTORY_KEY}"}
-SIGNIN = re.compile(r"(https?://\S+/v1/signin/[A-Za-z0-9_\-]+)")
+SIGNIN = re.compile(r"(https?://\S+/signin/[A-Za-z0-9_\-]+)")
 SESSION = re.compile(r"rujukan_session=([^;]+)")
 
 
@@ -73,11 +74,11 @@ class Loop:
     def proposal_mail(self, rid: str, to: str, timeout: float = 30) -> tuple[EmailMessage, str, str]:
         """The proposal of `rid` mailed to `to`, its link followed: (mail, proposal id, the
         session the link started)."""
-        mail = self.mail.wait_for(lambda m: m["To"] == to and rid in m.get_content()
+        mail = self.mail.wait_for(lambda m: m["To"] == to and rid in text_of(m)
                                   and "Rujukan baru" in m["Subject"], timeout=timeout)
-        link = SIGNIN.search(mail.get_content())
-        assert link is not None, mail.get_content()
-        assert "Authorization" not in mail.get_content(), mail.get_content()
+        link = SIGNIN.search(text_of(mail))
+        assert link is not None, text_of(mail)
+        assert "Authorization" not in text_of(mail), text_of(mail)
         proposal, session = self.sign_in(link.group(1))
         return mail, proposal, session
 
@@ -176,7 +177,7 @@ def test_referrals_through_the_closed_loop(stack_factory: StackFactory, smtp_ser
     notice = smtp_server.wait_for(lambda m: m["Subject"].startswith("Rujukan dibatalkan") and kupang[0] in m["Subject"],
                                   timeout=30)
     assert notice["To"] == "pendamping.ueb@dinsos-kupang.example"
-    assert "klien mengundurkan diri" in notice.get_content()
+    assert "klien mengundurkan diri" in text_of(notice)
     assert loop.view(kupang[6])["status"] == "waitlisted"
 
     # 5. Kupang declares one more free seat: the last woman waiting is matched.

@@ -15,6 +15,7 @@ import redis as redis_sync
 from devtools.mailcatcher import MailCatcher, read_maildir
 from tests.apps import DEMO_KEY
 from tests.e2e.conftest import StackFactory
+from tests.mails import text_of
 from tests.unit.test_referral_request import VALID
 
 pytestmark = pytest.mark.e2e
@@ -80,9 +81,9 @@ def test_first_referral_reaches_the_facilitator_by_email(
     assert [t["kind"] for t in view["timeline"]][:2] == ["submitted", "proposed"]
     assert view["match"]["service_id"] == "svc-ppa-polrestabes-medan"
 
-    mail = smtp_server.wait_for(lambda m: rid in m.get_content(), timeout=20)
+    mail = smtp_server.wait_for(lambda m: rid in text_of(m), timeout=20)
     assert mail["To"] == "unit.ppa@polrestabes-medan.example"
-    text = mail.get_content()
+    text = text_of(mail)
     assert text.index("Rujukan baru diusulkan") < text.index("A new referral is proposed")  # Bahasa first
     for fact in ("Korban Tindak Kekerasan", "Kota Medan", "Urgensi       : biasa", "kursi tersedia"):
         assert fact in text
@@ -98,7 +99,7 @@ def test_first_referral_reaches_the_facilitator_by_email(
     assert assert_no_personal_data_on_streams(stack.redis.url) >= 3  # submitted, matched, notified
     assert stack.log_dir is not None
     assert_no_personal_data_in_logs(stack.log_dir)
-    assert len([m for m in smtp_server.messages() if rid in m.get_content()]) == 1
+    assert len([m for m in smtp_server.messages() if rid in text_of(m)]) == 1
 
 
 def test_embedded_default_keeps_mail_as_eml_and_reports_unmatched(stack_factory: StackFactory) -> None:

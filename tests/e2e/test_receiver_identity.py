@@ -23,6 +23,7 @@ from tests.apps import ONBOARDING_KEY, bearer
 from tests.e2e.conftest import StackFactory
 from tests.e2e.test_closed_loop import ADMIN, Loop
 from tests.e2e.test_first_referral import assert_no_personal_data_in_logs, assert_no_personal_data_on_streams
+from tests.mails import text_of
 
 pytestmark = pytest.mark.e2e
 
@@ -89,7 +90,7 @@ def test_a_record_reusing_another_organisations_contact_id_borrows_nothing(
     copy_rid = loop.refer("PPA-BJM-ID-1", client={"region_code": "63.71.01", **consent}, **CRISIS)
     assert loop.wait_status(copy_rid, "proposed")["match"]["service_id"] == COPY
     mail, copy_proposal, copy_session = loop.proposal_mail(copy_rid, COPY_MAIL)
-    assert medan_rid not in mail.get_content()
+    assert medan_rid not in text_of(mail)
     auth = loop.auth(copy_session)
     listed = httpx.get(f"{loop.notify}/v1/inbox", headers=auth).json()
     assert listed["receiver_id"] == copy_receiver
@@ -107,12 +108,12 @@ def test_a_record_reusing_another_organisations_contact_id_borrows_nothing(
     assert issued.status_code == 202, issued.text
     assert "rjk_" not in issued.text
     assert issued.json()["delivered_to"] == "p***@tiruan.example"
-    token_mail = loop.mail.wait_for(lambda m: m["To"] == COPY_MAIL and issued.json()["id"] in m.get_content(),
+    token_mail = loop.mail.wait_for(lambda m: m["To"] == COPY_MAIL and issued.json()["id"] in text_of(m),
                                     timeout=30)
-    token = re.search(r"Authorization: Bearer (rjk_[A-Za-z0-9_\-]+)", token_mail.get_content())
+    token = re.search(r"Authorization: Bearer (rjk_[A-Za-z0-9_\-]+)", text_of(token_mail))
     assert token is not None
     assert not [m for m in loop.mail.messages()
-                                      if m["To"] == MEDAN_MAIL and token.group(1) in m.get_content()]
+                                      if m["To"] == MEDAN_MAIL and token.group(1) in text_of(m)]
     whole = httpx.get(f"{loop.notify}/v1/inbox", headers=bearer(token.group(1))).json()
     assert [i["id"] for i in whole["items"]] == [copy_proposal]
 

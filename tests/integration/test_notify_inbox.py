@@ -41,9 +41,10 @@ from shared.events import (
 from shared.grants import verify
 from shared.streams.topology import CREDENTIALS, RESPONSES, RESPONSES_URGENT, publish
 from tests.apps import GRANT_SECRET, ONBOARDING_KEY, OPERATIONS_KEY, OPERATOR_KEYS, bearer, eventually, running
+from tests.mails import text_of
 from tests.matching_kit import message
 
-LINK = re.compile(r"https?://\S+/v1/signin/([A-Za-z0-9_\-]+)")
+LINK = re.compile(r"https?://\S+/signin/([A-Za-z0-9_\-]+)")
 TOKEN = re.compile(r"Authorization: Bearer (rjk_[A-Za-z0-9_\-]+)")
 COOKIE = "rujukan_session"
 ONBOARDING = bearer(ONBOARDING_KEY)
@@ -78,10 +79,10 @@ def settings(database_url: str, redis_url: str, smtp_url: str, **kw: Any) -> Set
 
 async def link_of(mailbox: MailCatcher, proposal: ReferralMatched) -> str:
     """The sign-in code in the proposal's mail (the mail's one link)."""
-    mail = await mailbox.wait_for_async(lambda m: proposal.referral_id in m.get_content(), timeout=20)
-    found = LINK.search(mail.get_content())
-    assert found is not None, mail.get_content()
-    assert "Authorization" not in mail.get_content()  # no other secret in the mail
+    mail = await mailbox.wait_for_async(lambda m: proposal.referral_id in text_of(m), timeout=20)
+    found = LINK.search(text_of(mail))
+    assert found is not None, text_of(mail)
+    assert "Authorization" not in text_of(mail)  # no other secret in the mail
     return found.group(1)
 
 
@@ -91,11 +92,11 @@ async def sign_in(client: httpx.AsyncClient, code: str, session: str | None = No
 
 async def mailed_token(mailbox: MailCatcher, to: str, token_id: str) -> str:
     """The system token in the mail that brought it to the receiver's address."""
-    mail = await mailbox.wait_for_async(lambda m: m["To"] == to and token_id in m.get_content(), timeout=20)
-    found = TOKEN.search(mail.get_content())
-    assert found is not None, mail.get_content()
+    mail = await mailbox.wait_for_async(lambda m: m["To"] == to and token_id in text_of(m), timeout=20)
+    found = TOKEN.search(text_of(mail))
+    assert found is not None, text_of(mail)
     assert mail["Subject"].startswith("Token sistem Rujukan")
-    assert mail.get_content().index("Jaga kerahasiaan") < mail.get_content().index("Keep this token secret")
+    assert text_of(mail).index("Jaga kerahasiaan") < text_of(mail).index("Keep this token secret")
     return found.group(1)
 
 
@@ -251,18 +252,18 @@ async def test_an_expired_link_opens_nothing(database_url: str, redis_url: str, 
         assert (await client.post("/v1/signin/never-issued/renew")).status_code == 202
 
         async def mails() -> list[Any]:
-            found = [m for m in mailbox.messages() if proposal.referral_id in m.get_content()]
+            found = [m for m in mailbox.messages() if proposal.referral_id in text_of(m)]
             return found if len(found) == 2 else []
 
         first, second = await eventually(mails, timeout=20)
         assert second["To"] == first["To"] == "ct-late@example.org"
-        fresh = LINK.search(second.get_content())
+        fresh = LINK.search(text_of(second))
         assert fresh is not None
         assert fresh.group(1) != code
         assert (await sign_in(client, fresh.group(1))).status_code == 303
         assert (await client.post(f"/v1/signin/{code}/renew")).status_code == 202
         await asyncio.sleep(0.5)
-        assert len([m for m in mailbox.messages() if proposal.referral_id in m.get_content()]) == 2
+        assert len([m for m in mailbox.messages() if proposal.referral_id in text_of(m)]) == 2
 
 
 async def test_operators_issue_list_and_revoke_a_systems_token_mailed_to_the_receiver_only(
@@ -498,18 +499,18 @@ async def test_late_answers_are_refused_and_closing_notices_reach_the_receiver(
         ])
         expired = await mailbox.wait_for_async(lambda m: m["Subject"].startswith("Batas waktu habis"), timeout=20)
         assert late.referral_id in expired["Subject"]
-        assert "dialihkan" in expired.get_content()
+        assert "dialihkan" in text_of(expired)
         cancelled = await mailbox.wait_for_async(lambda m: m["Subject"].startswith("Rujukan dibatalkan"),
                                                  timeout=20)
-        assert "klien mengundurkan diri" in cancelled.get_content()
+        assert "klien mengundurkan diri" in text_of(cancelled)
         refused = await mailbox.wait_for_async(lambda m: m["Subject"].startswith("Tanggapan tidak diterapkan"),
                                                timeout=20)
-        assert "usulan tidak berlaku lagi" in refused.get_content()
+        assert "usulan tidak berlaku lagi" in text_of(refused)
         statuses = {i["id"]: i["status"] for i in (await client.get("/v1/inbox", headers=auth)).json()["items"]}
         assert statuses == {late.decision_id: "expired", cancelled_one.decision_id: "cancelled",
                             live.decision_id: "withdrawn"}
         for m in (expired, cancelled, refused):
-            assert LINK.search(m.get_content()) is None  # only a proposal carries a sign-in link
+            assert LINK.search(text_of(m)) is None  # only a proposal carries a sign-in link
 
 
 async def test_a_crisis_mail_is_not_queued_behind_routine_mail(database_url: str, mailbox: MailCatcher) -> None:

@@ -40,7 +40,9 @@ class Mailer:
         self._last_used = 0.0
         self._lock = asyncio.Lock()
 
-    async def send(self, *, message_id: str, to: str, subject: str, body: str, urgent: bool) -> None:
+    async def send(self, *, message_id: str, to: str, subject: str, body: str, urgent: bool,
+                   html: str | None = None) -> None:
+        """One mail: plain text, or plain text with an HTML alternative (multipart/alternative)."""
         msg = EmailMessage()
         msg["From"] = self.mail_from
         msg["To"] = to
@@ -51,6 +53,8 @@ class Mailer:
             msg["Importance"] = "high"
             msg["X-Priority"] = "1"
         msg.set_content(body)
+        if html is not None:
+            msg.add_alternative(html, subtype="html")
         async with self._lock:  # one session carries one mail at a time
             smtp = await self._session()
             try:

@@ -12,6 +12,7 @@ from shared import regions
 from shared.events import ReferralMatched
 from shared.pmks import categories
 from shared.vocab import reason_label
+from shared.web.zones import local_time
 
 URGENCY_ID = {"routine": "biasa", "priority": "prioritas", "crisis": "KRISIS (segera)"}
 
@@ -20,6 +21,17 @@ URGENCY_ID = {"routine": "biasa", "priority": "prioritas", "crisis": "KRISIS (se
 def _env() -> Environment:
     return Environment(loader=PackageLoader("notify", "templates"), undefined=StrictUndefined,
                        autoescape=False, keep_trailing_newline=True)  # noqa: S701 - plain text mail
+
+
+@cache
+def _html_env() -> Environment:
+    return Environment(loader=PackageLoader("notify", "templates"), undefined=StrictUndefined,
+                       autoescape=True, trim_blocks=True, lstrip_blocks=True)
+
+
+def local_hold(moment: datetime | None, region_code: str) -> str | None:
+    """A seat's hold in the receiver's local time (WIB, WITA or WIT from the region)."""
+    return local_time(moment, region_code, "id") if moment else None
 
 
 def proposal(e: ReferralMatched) -> tuple[str, str]:
@@ -33,10 +45,26 @@ def proposal(e: ReferralMatched) -> tuple[str, str]:
         category_id=cat.nama if cat else e.pmks_category, category_en=cat.english if cat else e.pmks_category,
         region=f"{regions.name(e.region_code)} ({e.region_code})", urgency=e.urgency,
         urgency_id=URGENCY_ID.get(e.urgency, e.urgency),
-        hold_expires_at=e.hold_expires_at.strftime("%Y-%m-%d %H:%M UTC") if e.hold_expires_at else None,
+        hold_expires_at=local_hold(e.hold_expires_at, e.region_code),
         reasons_id=e.reasons_id, reasons_en=e.reasons_en,
     )
     return subject, body
+
+
+def proposal_html(*, greeting: str, service_name: str, pmks_category: str, region_code: str, urgency: str,
+                  risk_flags: list[str], hold_expires_at: datetime | None, reasons_id: list[str],
+                  reasons_en: list[str], signin_url: str, link_expires_at: datetime) -> str:
+    """The proposal mail's HTML part, rendered as it is sent (its one button holds the
+    single-use sign-in link, never stored). Greets the receiving contact (or, unknown, the
+    organisation); no personal data of the person referred."""
+    cat = categories().get(pmks_category)
+    return _html_env().get_template("proposal.html.j2").render(
+        greeting=greeting, service_name=service_name,
+        category_id=cat.nama if cat else pmks_category, category_en=cat.english if cat else pmks_category,
+        region=regions.name(region_code), urgency=urgency, urgency_id=URGENCY_ID.get(urgency, urgency),
+        urgent=urgency == "crisis" or bool(risk_flags),
+        hold_expires_at=local_hold(hold_expires_at, region_code), reasons_id=reasons_id, reasons_en=reasons_en,
+        signin_url=signin_url, expires_at=local_hold(link_expires_at, region_code))
 
 
 # A notice that closes a proposal, by kind: (headline, what to do), in Bahasa Indonesia and English.
@@ -83,11 +111,22 @@ def notice(kind: str, *, referral_id: str, organization_name: str, service_name:
     return subject, body
 
 
-def access_section(signin_url: str, expires_at: datetime) -> str:
+def access_section(signin_url: str, expires_at: datetime, region_code: str | None = None) -> str:
     """How to open the proposal: its single-use sign-in link, added when the mail is sent
-    (never stored with the delivery; only the code's hash is kept)."""
-    return _env().get_template("access.txt.j2").render(
-        signin_url=signin_url, expires_at=expires_at.strftime("%Y-%m-%d %H:%M UTC"))
+    (never stored with the delivery; only the code's hash is kept). In the receiver's local
+    time when its region is known."""
+    shown = local_hold(expires_at, region_code) if region_code else expires_at.strftime("%Y-%m-%d %H:%M UTC")
+    return _env().get_template("access.txt.j2").render(signin_url=signin_url, expires_at=shown)
+
+
+def inbox_link(*, signin_url: str, expires_at: datetime) -> tuple[str, str, str]:
+    """(subject, text, html) of the mail that signs a receiver in to its whole inbox ("My
+    referrals"), asked for from a page: only the list's metadata, never personal data."""
+    shown = expires_at.strftime("%Y-%m-%d %H:%M UTC")
+    subject = "Tautan ke semua rujukan Anda / A link to all your referrals"
+    text = _env().get_template("inbox_link.txt.j2").render(signin_url=signin_url, expires_at=shown)
+    html = _html_env().get_template("inbox_link.html.j2").render(signin_url=signin_url, expires_at=shown)
+    return subject, text, html
 
 
 def system_token(*, token_id: str, service_id: str, expires_at: datetime) -> tuple[str, str]:

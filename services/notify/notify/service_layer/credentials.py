@@ -46,6 +46,12 @@ from shared.outbox import OutboxRelay, add_events
 SOURCE = "rujukan/notify"
 TOKEN_PREFIX = "rjk_"  # noqa: S105 - marks a receiver's system token, not a secret
 SESSION_PREFIX = "rjs_"
+# A sign-in code (and a session's entry) for the receiver's whole inbox rather than one
+# proposal: the link a receiver asks for from its pages ("My referrals"), mailed only to its
+# registered address, as a system token is.
+WHOLE_INBOX = "*"
+# One such link per receiver in this long at most (asking again changes nothing).
+INBOX_LINK_EVERY = timedelta(minutes=5)
 # How stale `last_used_at` may get before a request writes it again (one write a minute,
 # not one per request).
 LAST_USED_EVERY = timedelta(minutes=1)
@@ -68,6 +74,10 @@ class Credential:
 
     def opens(self, decision_id: str) -> bool:
         return self.proposals is None or decision_id in self.proposals
+
+    @property
+    def whole_inbox(self) -> bool:
+        return self.proposals is None
 
 
 @dataclass(frozen=True)
@@ -228,6 +238,25 @@ class Credentials:
                                     .execution_options(synchronize_session=False))
             return bool(again.rowcount)  # type: ignore[attr-defined]
 
+    async def mail_inbox_link(self, receiver_id: str) -> str | None:
+        """Mail the receiver, at its registered address only, a link whose session opens its
+        whole inbox. Returns where it went, masked; None when it has no address on file, or
+        when such a link was queued within INBOX_LINK_EVERY (asking again sends nothing)."""
+        now = utcnow()
+        async with self.sessions() as s, s.begin():
+            known = await s.get(Receiver, receiver_id)
+            if known is None or not known.email:
+                return None
+            recent = await s.scalar(select(Delivery.id).where(
+                Delivery.receiver_id == receiver_id, Delivery.kind == "inbox_link",
+                Delivery.created_at > now - INBOX_LINK_EVERY))
+            if recent is None:
+                # The subject and body are made as the mail goes out, with its single-use code.
+                s.add(Delivery(id=new_id(), referral_id="", decision_id=new_id(), receiver_id=receiver_id,
+                               kind="inbox_link", email=known.email, subject="Rujukan", body="", urgent=False,
+                               created_at=now, next_attempt_at=now))
+            return masked_address(known.email)
+
     # --- who is asking ---------------------------------------------------------------------
 
     async def by_session(self, cookie: str) -> Credential | None:
@@ -242,7 +271,8 @@ class Credentials:
                                                .where(SessionProposal.session_id == found.id))).all())
             if found.last_used_at is None or now - found.last_used_at > LAST_USED_EVERY:
                 found.last_used_at = now
-            return Credential(found.id, "session", found.receiver_id, found.expires_at, opens)
+            return Credential(found.id, "session", found.receiver_id, found.expires_at,
+                              None if WHOLE_INBOX in opens else opens)
 
     async def by_token(self, token: str) -> Credential | None:
         if not token.startswith(TOKEN_PREFIX):

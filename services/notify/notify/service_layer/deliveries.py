@@ -23,10 +23,16 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from notify.adapters.mailer import Mailer
-from notify.adapters.orm import Delivery, Outbox, ProcessedEvent, SigninCode
-from notify.domain.messages import access_section, proposal, token_section
+from notify.adapters.orm import Delivery, Outbox, ProcessedEvent, Proposal, SigninCode
+from notify.domain.messages import access_section, inbox_link, proposal, proposal_html, token_section
 from notify.domain.states import DeliveryState
-from notify.service_layer.credentials import discard_system_tokens, mint_signin_code, mint_system_token, register
+from notify.service_layer.credentials import (
+    WHOLE_INBOX,
+    discard_system_tokens,
+    mint_signin_code,
+    mint_system_token,
+    register,
+)
 from notify.service_layer.inbox import CLOSED_LOOP, record_proposal, urgent_of
 from shared.db import first_time
 from shared.events import (
@@ -44,6 +50,9 @@ from shared.streams.consumer import Message
 
 log = logging.getLogger("rujukan.notify")
 SOURCE = "rujukan/notify"
+# Mails that belong to no referral (no notification event): an operator's system token, and
+# the link to a receiver's whole inbox asked for from its pages.
+NO_REFERRAL = ("system_token", "inbox_link")
 
 
 @dataclass
@@ -143,7 +152,7 @@ class Notify:
                     return max(i, 1)
                 try:
                     await self.mailer.send(message_id=d.id, to=d.email, subject=d.subject, body=d.body,
-                                           urgent=d.urgent)
+                                           urgent=d.urgent, html=d.html)
                     error = None
                 except Exception as e:
                     error = f"{type(e).__name__}: {e}"[:500]
@@ -182,11 +191,25 @@ class Notify:
                 .execution_options(synchronize_session=False))).all()
             claimed = []
             for r in sorted(rows, key=lambda r: (not r.urgent, r.created_at)):
-                body, code_id = r.body, None
+                body, code_id, html, subject = r.body, None, None, r.subject
                 if r.kind == "proposal":
                     code_id, code = mint_signin_code(s, receiver_id=r.receiver_id, decision_id=r.decision_id,
                                                      delivery_id=r.id, expires_at=expires_at)
-                    body += access_section(f"{base}/v1/signin/{code}", expires_at)
+                    # The page's sign-in (/signin/...): the mail's button opens the proposal page.
+                    link = f"{base}/signin/{code}"
+                    p = await s.get(Proposal, (r.decision_id, r.receiver_id))
+                    body += access_section(link, expires_at, p.region_code if p else None)
+                    if p is not None:
+                        html = proposal_html(
+                            greeting=p.organization_name, service_name=p.service_name,
+                            pmks_category=p.pmks_category, region_code=p.region_code, urgency=p.urgency,
+                            risk_flags=list(p.risk_flags), hold_expires_at=p.hold_expires_at,
+                            reasons_id=list(p.reasons_id), reasons_en=list(p.reasons_en), signin_url=link,
+                            link_expires_at=expires_at)
+                elif r.kind == "inbox_link":
+                    code_id, code = mint_signin_code(s, receiver_id=r.receiver_id, decision_id=WHOLE_INBOX,
+                                                     delivery_id=r.id, expires_at=expires_at)
+                    subject, body, html = inbox_link(signin_url=f"{base}/signin/{code}", expires_at=expires_at)
                 elif r.kind == "system_token":
                     token = await mint_system_token(s, r.decision_id)  # a system token's id
                     if token is None:  # revoked or expired before it went out: mail nothing
@@ -198,8 +221,8 @@ class Notify:
                     body += token_section(token, f"{base}/v1/inbox")
                 claimed.append(_Claimed(id=r.id, referral_id=r.referral_id, decision_id=r.decision_id,
                                         receiver_id=r.receiver_id, kind=r.kind, email=r.email,
-                                        subject=r.subject, body=body, urgent=r.urgent, attempts=r.attempts,
-                                        code_id=code_id))
+                                        subject=subject, body=body, urgent=r.urgent, attempts=r.attempts,
+                                        code_id=code_id, html=html))
         return claimed
 
     async def _release(self, unsent: list[_Claimed]) -> None:
@@ -232,8 +255,8 @@ class Notify:
                     .returning(Delivery.id).execution_options(synchronize_session=False))).all()
                 for delivery_id in marked:
                     d = sent[delivery_id]
-                    if d.kind == "system_token":
-                        log.info("delivery %s sent (system token %s)", d.id, d.decision_id)
+                    if d.kind in NO_REFERRAL:
+                        log.info("delivery %s sent (%s %s)", d.id, d.kind, d.decision_id)
                         continue
                     events.append(Envelope.wrap(NotificationSent(
                         referral_id=d.referral_id, delivery_id=d.id, decision_id=d.decision_id,
@@ -257,7 +280,7 @@ class Notify:
                                       .values(**values).execution_options(synchronize_session=False))
                 if not res.rowcount:  # type: ignore[attr-defined]
                     continue
-                if attempts >= self.max_attempts and d.kind == "system_token":
+                if attempts >= self.max_attempts and d.kind in NO_REFERRAL:
                     log.error("delivery %s failed for good: %s", d.id, error)
                 elif attempts >= self.max_attempts:
                     events.append(Envelope.wrap(NotificationFailed(
@@ -320,3 +343,4 @@ class _Claimed:
     urgent: bool
     attempts: int
     code_id: str | None
+    html: str | None = None  # the HTML alternative (a proposal's, an inbox link's)
