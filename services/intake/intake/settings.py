@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pydantic import Field
+
 from shared.settings import PUBLISHED_SECRETS, ServiceSettings, secret_problem
 
 
@@ -19,6 +21,14 @@ class Settings(ServiceSettings):
     # Shared with notify: verifies the grants with which a receiver reads the personal data
     # of a referral it accepted (shared/grants.py).
     receiver_grant_secret: str = ""
+    # Agency staff sign in with a single-use link mailed to their registered address
+    # (`{PUBLIC_URL}/agency/signin/{code}`), valid this long; the session it starts lasts
+    # AGENCY_SESSION_HOURS. Mail goes out through the same relay as notify's.
+    smtp_url: str = "smtp://127.0.0.1:1025"
+    mail_from: str = "Rujukan <noreply@rujukan.example>"
+    public_url: str = "http://127.0.0.1:8001"
+    agency_signin_minutes: float = Field(default=30.0, gt=0)
+    agency_session_hours: float = Field(default=12.0, gt=0)
 
     def development_values(self) -> list[str]:
         problems = super().development_values()

@@ -92,6 +92,40 @@ class RevokedCredential(Base):
     revoked_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class AgencyStaff(Base):
+    """A member of an agency's staff, known by a professional e-mail address an onboarding
+    operator registered: they sign in with a single-use link mailed there (no password,
+    no shared API key). An address belongs to one agency."""
+
+    __tablename__ = "agency_staff"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    agency_id: Mapped[str] = mapped_column(ForeignKey("agency.id"), index=True)
+    email: Mapped[str] = mapped_column(String(254), unique=True)  # lower-cased
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class StaffSigninCode(Base):
+    """A sign-in link's code, kept only as its SHA-256: single use, short-lived."""
+
+    __tablename__ = "staff_signin_code"
+    code_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    staff_id: Mapped[str] = mapped_column(ForeignKey("agency_staff.id", ondelete="CASCADE"), index=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class StaffSession(Base):
+    """A staff member's session on the agency pages, kept only as the SHA-256 of the
+    cookie's random id; it ends at `expires_at` or when signed out (`ended_at`)."""
+
+    __tablename__ = "staff_session"
+    id_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    staff_id: Mapped[str] = mapped_column(ForeignKey("agency_staff.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
 class Outbox(OutboxMixin, Base):
     pass
 
