@@ -169,7 +169,7 @@ def answer(origin: str, path: str, method: str = "GET") -> tuple[int, str | None
 
 
 def check_routes(origin: str) -> None:
-    wrong = {}
+    wrong: dict[str, tuple[Any, ...]] = {}
     for path in probes():
         status, who, body = answer(origin, path)
         if who != expected(path) or (who is None and status != 404):
