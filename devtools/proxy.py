@@ -81,6 +81,18 @@ def route(path: str) -> str | None:
     return ROUTES[best] if best else None
 
 
+# What a person's browser gets when a service is down (a program gets the problem JSON).
+# The same words as the Caddyfile's.
+DOWN_PAGE = (
+    '<!doctype html><html lang="id"><head><meta charset="utf-8">'
+    '<meta name="viewport" content="width=device-width, initial-scale=1">'
+    "<title>Rujukan sedang tidak tersedia</title></head><body><main>"
+    "<h1>Rujukan sedang tidak tersedia</h1><p>Bagian ini belum menjawab. Coba lagi dalam satu menit.</p>"
+    '<p lang="en">This part of Rujukan is not answering. Try again in a minute.</p>'
+    "</main></body></html>"
+)
+
+
 def _no_cookies() -> http.cookiejar.CookieJar:
     """A jar that keeps nothing: one person's Set-Cookie must never ride on another's request."""
     return http.cookiejar.CookieJar(policy=http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
@@ -90,6 +102,18 @@ async def _problem(send: Send, status: int, title: str, detail: str) -> None:
     body = json.dumps({"type": "about:blank", "title": title, "status": status, "detail": detail}).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/problem+json"),
+                            (b"content-length", str(len(body)).encode()), (b"cache-control", b"no-store")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _wants_html(scope: Scope) -> bool:
+    return any(k.lower() == b"accept" and b"text/html" in v for k, v in scope["headers"])
+
+
+async def _page(send: Send, status: int, html: str) -> None:
+    body = html.encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"text/html; charset=utf-8"),
                             (b"content-length", str(len(body)).encode()), (b"cache-control", b"no-store")]})
     await send({"type": "http.response.body", "body": body})
 
@@ -155,8 +179,11 @@ class Proxy:
         try:
             response = await self.client.send(request, stream=True)
         except httpx.TransportError:
-            await _problem(send, 502, "Bad Gateway",
-                           f"The {service} service is not answering. Try again in a minute.")
+            if _wants_html(scope):
+                await _page(send, 502, DOWN_PAGE)
+            else:
+                await _problem(send, 502, "Bad Gateway",
+                               f"The {service} service is not answering. Try again in a minute.")
             return
         try:
             headers = [(k, v) for k, v in response.headers.raw if k.lower() not in _HOP]

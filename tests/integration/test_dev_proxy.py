@@ -24,10 +24,11 @@ import httpx
 import pytest
 import uvicorn
 
-from devtools.proxy import ROUTES, SERVICES, route
+from devtools.proxy import DOWN_PAGE, ROUTES, SERVICES, route
 from devtools.redis_server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
+BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 
 
 # -- Three stand-ins for the services: each says who it is and what reached it. -----------------
@@ -271,11 +272,17 @@ def test_a_service_that_is_down_is_a_502_problem_naming_it(upstreams: Upstreams)
     urls = {**upstreams.urls(), "notify": f"http://127.0.0.1:{free_port()}"}  # nothing listens there
     proc, url = start_dev_proxy(urls)
     try:
-        r = httpx.get(f"{url}/receiver/proposals/p1", headers={"Accept": "text/html"})
+        r = httpx.get(f"{url}/v1/inbox", headers={"Accept": "application/json"})
         assert r.status_code == 502
         assert r.headers["content-type"] == "application/problem+json"
         assert r.json()["status"] == 502
         assert "notify" in r.json()["detail"]
+        # A person's browser gets a page, in Bahasa Indonesia first.
+        page = httpx.get(f"{url}/receiver/proposals/p1", headers={"Accept": BROWSER_ACCEPT})
+        assert page.status_code == 502
+        assert page.headers["content-type"] == "text/html; charset=utf-8"
+        assert page.text == DOWN_PAGE
+        assert "<h1>Rujukan sedang tidak tersedia</h1>" in page.text
         assert httpx.get(f"{url}/agency").json()["service"] == "intake"  # the others still answer
     finally:
         stop(proc)

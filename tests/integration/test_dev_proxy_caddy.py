@@ -15,8 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from devtools.proxy import DOWN_PAGE
 from devtools.redis_server import free_port
-from tests.integration.test_dev_proxy import ROOT, Upstreams, check_routes, stop, wait_listening
+from tests.integration.test_dev_proxy import BROWSER_ACCEPT, ROOT, Upstreams, check_routes, stop, wait_listening
 
 CADDYFILE = ROOT / "deploy" / "caddy" / "Caddyfile"
 CADDY = shutil.which("caddy")
@@ -102,10 +103,14 @@ def test_caddy_answers_a_service_that_is_down_with_a_502_problem(upstreams: Upst
     urls = {**upstreams.urls(), "notify": f"http://127.0.0.1:{free_port()}"}
     proc, url = start_caddy(tmp_path / "down", urls)
     try:
-        r = httpx.get(f"{url}/receiver/proposals/p1")
+        r = httpx.get(f"{url}/v1/inbox")
         assert r.status_code == 502
         assert r.headers["content-type"] == "application/problem+json"
         assert r.json()["status"] == 502
+        page = httpx.get(f"{url}/receiver/proposals/p1", headers={"Accept": BROWSER_ACCEPT})
+        assert page.status_code == 502
+        assert page.headers["content-type"] == "text/html; charset=utf-8"
+        assert page.text == DOWN_PAGE  # the same page as the dev proxy's
         assert httpx.get(f"{url}/agency").json()["service"] == "intake"
     finally:
         stop(proc)
