@@ -248,8 +248,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         parser.error(str(e))
     # The proxy is the edge: it trusts no X-Forwarded-* from its clients, and logs no URL.
+    # The services' own Date and Server headers pass through: uvicorn adds none of its own.
     uvicorn.run(app, host=args.host, port=args.port, proxy_headers=False, access_log=False, log_level="warning",
-                lifespan="on", timeout_graceful_shutdown=10)
+                lifespan="on", timeout_graceful_shutdown=10, server_header=False, date_header=False)
     return 0
 
 

@@ -234,6 +234,9 @@ def test_host_cookies_and_set_cookie_pass_and_forwarded_headers_are_the_proxys(p
     assert headers["x-forwarded-proto"] == "http"
     assert "forwarded" not in headers
     assert [k for k, _ in seen["headers"]].count("x-forwarded-for") == 1
+    # The service's answer comes back with its headers once each.
+    assert len(r.headers.get_list("date")) == 1
+    assert len(r.headers.get_list("server")) == 1
     # Both cookies the service set reach the browser as they were.
     assert r.headers.get_list("set-cookie") == ["rujukan_session=s1; HttpOnly; SameSite=Lax; Path=/",
                                                 "rujukan_csrf=c1; SameSite=Lax; Path=/"]
