@@ -10,6 +10,7 @@ import asyncio
 import json
 import math
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -65,6 +66,13 @@ def _row(svc: dict[str, Any]) -> dict[str, Any]:
         "matchable": bool(svc.get("rujukan", {}).get("matchable")), "status": svc.get("status", ""),
         "available": available, "maximum": maximum,
     }
+
+
+def _moment(text: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(text)) if text else None
+    except ValueError:
+        return None
 
 
 @router.get("/operator/")
@@ -137,7 +145,7 @@ async def service_page(request: Request, service_id: str) -> Response:
         "policies": _terms(svc, "policy"),
         "category_names": [names[c].nama if c in names else c for c in _terms(svc, "pmks")],
         "area_names": [(a, regions.name(a)) for a in _row(svc)["areas"] if a],
-        "updated_at": svc.get("rujukan", {}).get("updated_at"),
+        "updated_at": _moment(svc.get("rujukan", {}).get("updated_at")),
     })
 
 
