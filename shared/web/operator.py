@@ -33,6 +33,7 @@ from shared.events import BadEvent
 from shared.operators import Operator, Role, key_digest, parse_operator_keys, route_template
 from shared.ops import is_dead_letter_id, letter_view, replay_as_it_was
 from shared.streams.dead_letters import dead_letters, discard_dead_letter, find_dead_letter
+from shared.streams.topology import dead_letter_stream
 from shared.web.csrf import is_https
 from shared.web.i18n import gettext_for, language_of
 from shared.web.pages import PageProblem, form_of, safe_next
@@ -47,7 +48,8 @@ HOME = "/operator/"
 ENDED_KEY = "rujukan:operator-session-ended:"  # + nonce: a session signed out before its expiry
 SERVICES = ("intake", "matching", "notify")
 _CONTEXT = b"rujukan-operator-page-session-v1"
-MAX_KEY_CHARS = 200  # an operator key is ~47 characters; anything far longer is not one
+MAX_KEY_CHARS = 200
+LISTED = 100  # dead letters listed on a page  # an operator key is ~47 characters; anything far longer is not one
 
 
 def _settings(request: Request) -> Any:
@@ -255,11 +257,11 @@ def operator_pages(service: str) -> APIRouter:
         op = await operator_for(request, Role.operations)
         if isinstance(op, Response):
             return op
-        rows = await dead_letters(_redis(request), service, 100)
+        rows = await dead_letters(_redis(request), service, LISTED)  # oldest first: the order they failed in
         items = [letter_summary({**d, "dead_letter_group": service}) for d in rows]
-        items.reverse()  # newest first
+        total = int(await _redis(request).xlen(dead_letter_stream(service)))
         return render(request, "operator_dead_letters.html", {
-            **page_context(op), "service": service, "items": items, "base": base,
+            **page_context(op), "service": service, "items": items, "base": base, "total": total,
             "done": done if done in ("replayed", "discarded") else "",
             "done_id": id if is_dead_letter_id(id) else "",
         })
