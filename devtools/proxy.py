@@ -186,7 +186,7 @@ class Proxy:
                                f"The {service} service is not answering. Try again in a minute.")
             return
         try:
-            headers = [(k, v) for k, v in response.headers.raw if k.lower() not in _HOP]
+            headers = [(k, v) for k, v in response.headers.raw if k.decode("latin-1").lower() not in _HOP]
             await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
             async for chunk in response.aiter_raw():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})

@@ -65,7 +65,8 @@ class Upstream:
         }).encode()
         headers = [(b"content-type", b"application/json")]
         if "cookie" in query:
-            headers += [(b"set-cookie", b"rujukan_session=s1; HttpOnly; SameSite=Lax; Path=/"),
+            headers += [(b"keep-alive", b"timeout=600"),  # hop-by-hop: never past the proxy
+                        (b"set-cookie", b"rujukan_session=s1; HttpOnly; SameSite=Lax; Path=/"),
                         (b"set-cookie", b"rujukan_csrf=c1; SameSite=Lax; Path=/")]
         await send({"type": "http.response.start", "status": 201 if scope["method"] == "POST" else 200,
                     "headers": headers})
@@ -234,6 +235,7 @@ def test_host_cookies_and_set_cookie_pass_and_forwarded_headers_are_the_proxys(p
     assert headers["x-forwarded-proto"] == "http"
     assert "forwarded" not in headers
     assert [k for k, _ in seen["headers"]].count("x-forwarded-for") == 1
+    assert "keep-alive" not in r.headers
     # The service's answer comes back with its headers once each.
     assert len(r.headers.get_list("date")) == 1
     assert len(r.headers.get_list("server")) == 1

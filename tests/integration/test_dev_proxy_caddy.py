@@ -93,6 +93,7 @@ def test_caddy_keeps_host_and_cookies_and_sets_the_forwarded_headers_itself(cadd
     assert headers["x-forwarded-for"] == "127.0.0.1"
     assert headers["x-forwarded-host"] == "rujukan.example"
     assert headers["x-forwarded-proto"] == "http"
+    assert "keep-alive" not in r.headers
     assert r.headers.get_list("set-cookie") == ["rujukan_session=s1; HttpOnly; SameSite=Lax; Path=/",
                                                 "rujukan_csrf=c1; SameSite=Lax; Path=/"]
     r = httpx.post(f"{caddy}/v1/directory/import", content=b"x" * 3_000_000, timeout=30)
