@@ -6,6 +6,9 @@ rujukan agencies list`). Each action is recorded in intake's audit log.
     rujukan agencies list
     rujukan agencies rotate ppa-medan                                  # a new key, once
     rujukan agencies revoke ppa-medan
+    rujukan agencies staff add ppa-medan ani@ppa-medan.go.id         # she signs in at /agency/signin
+    rujukan agencies staff list ppa-medan
+    rujukan agencies staff remove ppa-medan <staff id>                # her links and sessions end
 """
 
 from __future__ import annotations
@@ -19,12 +22,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from intake.adapters.mail import Mail
 from intake.service_layer.agencies import AGENCY_ID, Agencies, AgencyExists, IssuedKey, NoSuchAgency
+from intake.service_layer.staff import NoSuchStaff, Staff, StaffExists
 from intake.settings import Settings
 from shared.audit import Audited
 from shared.db import make_engine, sessions, upgrade
 
 app = typer.Typer(help="Referring agencies and their API keys (intake).", no_args_is_help=True)
+staff_app = typer.Typer(help="Agency staff who sign in to the agency pages with a mailed link.", no_args_is_help=True)
+app.add_typer(staff_app, name="staff")
 console = Console()
 err = Console(stderr=True)
 T = TypeVar("T")
@@ -140,3 +147,73 @@ def revoke(agency_id: str) -> None:
             err.print(f"[red]no agency '{agency_id}'[/red]")
             raise typer.Exit(1) from None
     console.print(f"revoked {agency_id}")
+
+
+def _run_staff(action: Callable[[Staff], Awaitable[T]]) -> T:
+    settings = _settings()
+
+    async def main() -> T:
+        engine = make_engine(settings.database_url)
+        try:
+            return await action(Staff(sessions(engine), Mail(settings.smtp_url, settings.mail_from),
+                                      settings.public_url))
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(main())
+
+
+@staff_app.command("add")
+def staff_add(agency_id: str, email: str, as_json: JsonOption = False) -> None:
+    """Register a member's work address: they ask for a sign-in link on /agency/signin."""
+    _check_id(agency_id)
+    with _audited("staff add", {"agency_id": agency_id}) as audit:
+        try:
+            member = _run_staff(lambda s: s.add(agency_id, email))
+        except NoSuchAgency:
+            audit.status = 404
+            err.print(f"[red]no agency '{agency_id}'[/red]")
+            raise typer.Exit(1) from None
+        except StaffExists:
+            audit.status = 409
+            err.print("[red]this address is registered already[/red]")
+            raise typer.Exit(1) from None
+        audit.status = 201
+    if as_json:
+        typer.echo(member.model_dump_json())
+        return
+    console.print(f"{member.email} may sign in for {agency_id} (staff id {member.id})")
+
+
+@staff_app.command("list")
+def staff_list(agency_id: str, as_json: JsonOption = False) -> None:
+    """The agency's registered staff."""
+    _check_id(agency_id)
+    with _audited("staff list", {"agency_id": agency_id}) as audit:
+        try:
+            members = _run_staff(lambda s: s.all(agency_id))
+        except NoSuchAgency:
+            audit.status = 404
+            err.print(f"[red]no agency '{agency_id}'[/red]")
+            raise typer.Exit(1) from None
+    if as_json:
+        typer.echo(members.model_dump_json(indent=2))
+        return
+    table = Table("id", "email", "registered")
+    for m in members.items:
+        table.add_row(m.id, m.email, m.created_at.isoformat()[:19])
+    console.print(table)
+
+
+@staff_app.command("remove")
+def staff_remove(agency_id: str, staff_id: str) -> None:
+    """Remove a member: their sign-in links and sessions stop working now."""
+    _check_id(agency_id)
+    with _audited("staff remove", {"agency_id": agency_id, "staff_id": staff_id}) as audit:
+        try:
+            _run_staff(lambda s: s.remove(agency_id, staff_id))
+        except NoSuchStaff:
+            audit.status = 404
+            err.print(f"[red]no such member of '{agency_id}'[/red]")
+            raise typer.Exit(1) from None
+    console.print(f"removed {staff_id}")
