@@ -97,7 +97,8 @@ def test_a_receiver_answers_from_the_mail_on_a_phone(stack_factory: StackFactory
     assert len(viewed) == 1
 
     # Mulai, then Selesai with an outcome; the agency's timeline follows.
-    page.goto(proposal_url)
+    page.get_by_role("link", name="Kembali ke usulan").click()
+    page.wait_for_url(proposal_url)
     page.get_by_role("button", name="Mulai").click()
     page.wait_for_load_state()
     assert "Sedang berjalan" in page.content()

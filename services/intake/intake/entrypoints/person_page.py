@@ -69,7 +69,9 @@ async def person_details(referral_id: str, request: Request) -> HTMLResponse:
     except CredentialRevoked:
         return _refused(request, 401, _("The sign-in that gave this permission has ended. Open the link in "
                                         "your mail again."))
-    return request.app.state.pages.render(request, "person.html", {"d": _shown(data, lang, _)})
+    # Back to the proposal page (notify, on the same address) the grant came from.
+    return request.app.state.pages.render(request, "person.html", {
+        "d": _shown(data, lang, _), "back": f"/receiver/proposals/{grant.decision_id}"})
 
 
 def _shown(data: dict[str, Any], lang: str, _: Gettext) -> dict[str, Any]:
