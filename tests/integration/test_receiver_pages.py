@@ -16,7 +16,7 @@ import httpx
 
 from devtools.mailcatcher import MailCatcher
 from notify.bootstrap import create_app
-from shared.events import ReferralMatched
+from shared.events import ReferralCancelled, ReferralMatched
 from shared.grants import verify
 from shared.streams.topology import RESPONSES_URGENT, publish
 from tests.apps import GRANT_SECRET, eventually, running
@@ -267,3 +267,38 @@ async def test_my_referrals_and_the_link_to_the_whole_inbox(
         assert (await fresh.get(f"/receiver/proposals/{crisis.decision_id}")).status_code == 200
         assert (await fresh.get(f"/receiver/proposals/{theirs.decision_id}")).status_code == 404
         assert len(inbox_mails()) == 1
+
+
+async def test_a_cancelled_proposal_says_why_and_offers_nothing_and_english_is_a_switch(
+    database_url: str, redis_url: str, redis: Any, mailbox: MailCatcher
+) -> None:
+    app = create_app(settings(database_url, redis_url, mailbox.url))
+    async with running(app) as client:
+        mine = matched("ct-cancel", urgency="routine")
+        await publish(redis, [wrap(mine)])
+        page = Browser(client)
+        code = BUTTON.search(html_of(await proposal_mail(mailbox, mine))).group(2)  # type: ignore[union-attr]
+        await page.get(f"/signin/{code}")
+        page.cookies["rujukan_lang"] = "en"
+        r = await page.get(f"/receiver/proposals/{mine.decision_id}")
+        assert "Accept" in r.text
+        assert "Seat held until" in r.text
+        assert "Terima" not in r.text
+        page.cookies["rujukan_lang"] = "id"
+
+        await publish(redis, [wrap(ReferralCancelled(referral_id=mine.referral_id, agency_id="demo",
+                                                     reason_code="client_withdrew", urgency="routine"))])
+
+        async def cancelled() -> httpx.Response | None:
+            r = await page.get(f"/receiver/proposals/{mine.decision_id}")
+            return r if "Dibatalkan oleh lembaga" in r.text else None
+
+        r = await eventually(cancelled)
+        assert "klien mengundurkan diri" in r.text
+        assert "Mohon hentikan tindak lanjut" in r.text
+        for gone in ('value="accepted"', 'value="in_progress"', 'value="completed"', 'name="grant"'):
+            assert gone not in r.text
+        answers = f"/receiver/proposals/{mine.decision_id}/responses"
+        r = await page.post(answers, {"response": "accepted"})
+        assert r.status_code == 409
+        assert "tidak dapat diberikan lagi" in r.text
