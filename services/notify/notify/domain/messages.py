@@ -29,9 +29,9 @@ def _html_env() -> Environment:
                        autoescape=True, trim_blocks=True, lstrip_blocks=True)
 
 
-def local_hold(moment: datetime | None, region_code: str) -> str | None:
+def local_hold(moment: datetime | None, region_code: str, lang: str = "id") -> str | None:
     """A seat's hold in the receiver's local time (WIB, WITA or WIT from the region)."""
-    return local_time(moment, region_code, "id") if moment else None
+    return local_time(moment, region_code, lang) if moment else None
 
 
 def proposal(e: ReferralMatched) -> tuple[str, str]:
@@ -46,6 +46,7 @@ def proposal(e: ReferralMatched) -> tuple[str, str]:
         region=f"{regions.name(e.region_code)} ({e.region_code})", urgency=e.urgency,
         urgency_id=URGENCY_ID.get(e.urgency, e.urgency),
         hold_expires_at=local_hold(e.hold_expires_at, e.region_code),
+        hold_expires_at_en=local_hold(e.hold_expires_at, e.region_code, "en"),
         reasons_id=e.reasons_id, reasons_en=e.reasons_en,
     )
     return subject, body
@@ -64,7 +65,9 @@ def proposal_html(*, greeting: str, service_name: str, pmks_category: str, regio
         region=regions.name(region_code), urgency=urgency, urgency_id=URGENCY_ID.get(urgency, urgency),
         urgent=urgency == "crisis" or bool(risk_flags),
         hold_expires_at=local_hold(hold_expires_at, region_code), reasons_id=reasons_id, reasons_en=reasons_en,
-        signin_url=signin_url, expires_at=local_hold(link_expires_at, region_code))
+        hold_expires_at_en=local_hold(hold_expires_at, region_code, "en"),
+        signin_url=signin_url, expires_at=local_hold(link_expires_at, region_code),
+        expires_at_en=local_hold(link_expires_at, region_code, "en"))
 
 
 # A notice that closes a proposal, by kind: (headline, what to do), in Bahasa Indonesia and English.
