@@ -29,19 +29,23 @@ def caddy_env(home: Path, **env: str) -> dict[str, str]:
             "XDG_CONFIG_HOME": str(home / "config"), **env}
 
 
-def start_caddy(home: Path, upstreams: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
+def start_caddy(home: Path, upstreams: dict[str, str], https: bool = False) -> tuple[subprocess.Popen[bytes], str]:
     """Caddy on the compose file, its upstreams and address from the variables the file
-    reads; its admin endpoint off (another Caddy may hold 2019 on this machine)."""
+    reads; its admin endpoint off (another Caddy may hold 2019 on this machine). With
+    https, as with a domain: "localhost" gets a certificate from Caddy's own authority (kept
+    under `home`, never installed in the system's trust store) and HTTP redirects to HTTPS."""
     home.mkdir(parents=True, exist_ok=True)
     config = home / "Caddyfile"
-    config.write_text("{\n\tadmin off\n}\n\n" + CADDYFILE.read_text())
-    port = free_port()
-    env = caddy_env(home, SITE_ADDRESS=f":{port}",
+    port, http_port = free_port(), free_port()
+    options = f"\tadmin off\n\tskip_install_trust\n\thttp_port {http_port}\n"
+    config.write_text("{\n" + options + "}\n\n" + CADDYFILE.read_text())
+    site = f"https://localhost:{port}" if https else f":{port}"
+    env = caddy_env(home, SITE_ADDRESS=site,
                     **{f"{name.upper()}_UPSTREAM": url.removeprefix("http://") for name, url in upstreams.items()})
     assert CADDY is not None
     proc = subprocess.Popen([CADDY, "run", "--config", str(config), "--adapter", "caddyfile"], env=env,
                             stdout=subprocess.DEVNULL, stderr=(home / "caddy.log").open("wb"))
-    url = f"http://127.0.0.1:{port}"
+    url = f"https://localhost:{port}" if https else f"http://127.0.0.1:{port}"
     wait_listening(url, proc)
     return proc, url
 
@@ -71,6 +75,7 @@ def test_the_compose_caddyfile_validates_as_compose_runs_it(tmp_path: Path) -> N
                        env=caddy_env(tmp_path, SITE_ADDRESS="rujukan.example.org"), capture_output=True, timeout=60)
     assert r.returncode == 0, r.stderr.decode()
     assert b'"rujukan.example.org"' in r.stdout
+    assert b"Strict-Transport-Security" in r.stdout
     for upstream in (b'"intake:8001"', b'"matching:8002"', b'"notify:8003"'):
         assert upstream in r.stdout
 
@@ -94,6 +99,7 @@ def test_caddy_keeps_host_and_cookies_and_sets_the_forwarded_headers_itself(cadd
     assert headers["x-forwarded-host"] == "rujukan.example"
     assert headers["x-forwarded-proto"] == "http"
     assert "keep-alive" not in r.headers
+    assert "strict-transport-security" not in r.headers  # plain HTTP here
     assert r.headers.get_list("set-cookie") == ["rujukan_session=s1; HttpOnly; SameSite=Lax; Path=/",
                                                 "rujukan_csrf=c1; SameSite=Lax; Path=/"]
     r = httpx.post(f"{caddy}/v1/directory/import", content=b"x" * 3_000_000, timeout=30)
@@ -113,5 +119,19 @@ def test_caddy_answers_a_service_that_is_down_with_a_502_problem(upstreams: Upst
         assert page.headers["content-type"] == "text/html; charset=utf-8"
         assert page.text == DOWN_PAGE  # the same page as the dev proxy's
         assert httpx.get(f"{url}/agency").json()["service"] == "intake"
+    finally:
+        stop(proc)
+
+
+def test_over_https_the_services_learn_it_and_browsers_keep_to_it(upstreams: Upstreams, tmp_path: Path) -> None:
+    proc, url = start_caddy(tmp_path / "tls", upstreams.urls(), https=True)
+    try:
+        r = httpx.get(f"{url}/receiver?cookie=1", verify=False)
+        seen = dict(r.json()["headers"])
+        assert r.json()["service"] == "notify"
+        assert seen["x-forwarded-proto"] == "https"  # the services' request.url is https
+        assert seen["host"] == url.removeprefix("https://")
+        assert r.headers["strict-transport-security"] == "max-age=31536000"
+        assert len(r.headers.get_list("set-cookie")) == 2
     finally:
         stop(proc)
