@@ -6,10 +6,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 
-from intake.adapters.orm import Agency, Referral, TimelineEntry
 from intake.domain.model import CancelRequest, ReferralRequest
+from intake.service_layer import views
 from intake.service_layer.referrals import Intake, NotFound, NotOpen, ReferralConflict
+from intake.service_layer.views import AgencyView, ReferralPage, ReferralView, ReferralWithTimeline
 from shared.http import BearerToken, unauthorized
+from shared.problems import PROBLEM_MEDIA_TYPE, FieldError, Problem, summary, title_of
 from shared.vocab import ReferralStatus
 
 
@@ -20,40 +22,42 @@ async def get_intake(request: Request) -> Intake:  # async: no thread-pool hop p
 IntakeDep = Annotated[Intake, Depends(get_intake)]
 
 
-async def current_agency(token: BearerToken, intake: IntakeDep) -> Agency:
-    agency = await intake.agency_for_key(token)
+async def current_agency(token: BearerToken, intake: IntakeDep) -> AgencyView:
+    agency = await views.agency_for_key(intake, token)
     if agency is None:
         raise unauthorized()
     return agency
 
 
-AgencyDep = Annotated[Agency, Depends(current_agency)]
+AgencyDep = Annotated[AgencyView, Depends(current_agency)]
 
 router = APIRouter(prefix="/v1")
 
 
-def referral_view(r: Referral, timeline: list[TimelineEntry] | None = None) -> dict[str, Any]:
-    view: dict[str, Any] = {
-        "id": r.id, "external_ref": r.external_ref, "status": r.status,
-        "pmks_category": r.pmks_category, "urgency": r.urgency, "needs": r.needs, "risk_flags": r.risk_flags,
-        "region_code": r.region_code, "created_at": r.created_at.isoformat(),
-        "updated_at": r.updated_at.isoformat(), "match": r.matched_service,
-    }
-    if timeline is not None:
-        view["timeline"] = [
-            {"at": t.at.isoformat(), "kind": t.kind, "status": t.status, "actor": t.actor,
-             "reason": {"id": t.reason_id, "en": t.reason_en}}
-            for t in timeline
-        ]
-    return view
+def documented(code: int, description: str, detail: str | FieldError) -> dict[str, Any]:
+    """An error response for a route's `responses`: the problem shape with an example of
+    exactly what the route answers."""
+    errors = [detail] if isinstance(detail, FieldError) else []
+    example = Problem(title=title_of(code), status=code, detail=summary(errors) if errors else str(detail),
+                      errors=errors)
+    return {"description": description, "content": {PROBLEM_MEDIA_TYPE: {
+        "schema": {"$ref": "#/components/schemas/Problem"}, "example": example.model_dump(mode="json")}}}
 
 
-@router.post("/referrals", status_code=status.HTTP_202_ACCEPTED, responses={
-    200: {"description": "A repeat: this external_ref was submitted before with the same content; its referral"}})
+NO_REFERRAL = "no such referral for this agency"
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: documented(
+    404, "No referral with this id for this agency (another agency's is not told apart)", NO_REFERRAL)}
+
+
+@router.post("/referrals", status_code=status.HTTP_202_ACCEPTED, response_model=ReferralView, responses={
+    200: {"description": "A repeat: this external_ref was submitted before with the same content; its referral"},
+    409: documented(409, "This external_ref was already used for a referral with different content", FieldError(
+        field="external_ref", referral_id="01JDZ8Q2V7Y3K4M5N6P7R8S9T0",
+        reason="this external_ref was already used for a referral with different content"))})
 async def submit_referral(body: ReferralRequest, agency: AgencyDep, intake: IntakeDep,
-                          response: Response) -> dict[str, Any]:
+                          response: Response) -> ReferralView:
     try:
-        referral, created = await intake.submit(agency.id, body)
+        referral, created = await views.submit(intake, agency.id, body)
     except ReferralConflict as e:
         raise HTTPException(status.HTTP_409_CONFLICT, {
             "field": "external_ref", "referral_id": str(e),
@@ -62,39 +66,39 @@ async def submit_referral(body: ReferralRequest, agency: AgencyDep, intake: Inta
     response.headers["Location"] = f"/v1/referrals/{referral.id}"
     if not created:
         response.status_code = status.HTTP_200_OK
-    return referral_view(referral)
+    return referral
 
 
-@router.get("/referrals/{referral_id}")
-async def get_referral(referral_id: str, agency: AgencyDep, intake: IntakeDep) -> dict[str, Any]:
+@router.get("/referrals/{referral_id}", response_model=ReferralWithTimeline, responses=NOT_FOUND)
+async def get_referral(referral_id: str, agency: AgencyDep, intake: IntakeDep) -> ReferralWithTimeline:
     try:
-        referral, timeline = await intake.get(agency.id, referral_id)
+        return await views.referral(intake, agency.id, referral_id)
     except NotFound:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such referral for this agency") from None
-    return referral_view(referral, timeline)
+        raise HTTPException(status.HTTP_404_NOT_FOUND, NO_REFERRAL) from None
 
 
-@router.get("/referrals")
+@router.get("/referrals", response_model=ReferralPage)
 async def list_referrals(agency: AgencyDep, intake: IntakeDep,
                          status_: Annotated[ReferralStatus | None, Query(alias="status")] = None,
                          limit: Annotated[int, Query(ge=1, le=200)] = 50,
-                         offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0) -> dict[str, Any]:
-    items = await intake.list_for_agency(agency.id, status_, limit, offset)
-    return {"items": [referral_view(r) for r in items], "limit": limit, "offset": offset}
+                         offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0) -> ReferralPage:
+    return await views.referrals(intake, agency.id, status_, limit, offset)
 
 
-@router.post("/referrals/{referral_id}/cancel")
+@router.post("/referrals/{referral_id}/cancel", response_model=ReferralWithTimeline, responses={
+    **NOT_FOUND,
+    409: documented(409, "The referral is closed (completed or unmatched): nothing left to cancel",
+                    FieldError(field="status", status="completed",
+                               reason="the referral is completed: only an open referral can be cancelled"))})
 async def cancel_referral(referral_id: str, body: CancelRequest, agency: AgencyDep,
-                          intake: IntakeDep) -> dict[str, Any]:
+                          intake: IntakeDep) -> ReferralWithTimeline:
     """Cancel an open referral: its seat is released and the receiver is told."""
     try:
-        await intake.cancel(agency.id, referral_id, body.reason_code)
-        referral, timeline = await intake.get(agency.id, referral_id)
+        return await views.cancel(intake, agency.id, referral_id, body.reason_code)
     except NotFound:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such referral for this agency") from None
+        raise HTTPException(status.HTTP_404_NOT_FOUND, NO_REFERRAL) from None
     except NotOpen as e:
         raise HTTPException(status.HTTP_409_CONFLICT, {
             "field": "status", "status": str(e),
             "reason": f"the referral is {e}: only an open referral can be cancelled",
         }) from None
-    return referral_view(referral, timeline)
