@@ -8,10 +8,22 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from intake.adapters.crypto import FieldCipher, KeyringError
+from intake.adapters.mail import Mail
 from intake.adapters.orm import AuditEntry, Outbox
-from intake.entrypoints import agencies, agency_pages, http, person_page, receivers, sealed, streams, vocabularies
+from intake.entrypoints import (
+    agencies,
+    agency_pages,
+    agency_staff,
+    http,
+    person_page,
+    receivers,
+    sealed,
+    streams,
+    vocabularies,
+)
 from intake.service_layer.agencies import Agencies
 from intake.service_layer.referrals import Intake
+from intake.service_layer.staff import Staff
 from intake.settings import Settings
 from shared.app import Service, Wiring, service_app
 from shared.outbox import OutboxRelay
@@ -21,27 +33,35 @@ from shared.web.operator import operator_pages
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 DEMO_AGENCY_ID = "demo"
+# The demo agency's staff member in development: asks for a sign-in link on /agency/signin
+# and reads it in the development mail catcher. Not a secret: the link is the credential.
+DEMO_STAFF_EMAIL = "staf@demo-agency.example"
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     settings.refuse_development_values()  # before the keys are read: a known secret never runs in production
     cipher = FieldCipher(settings.encryption_keys)  # fail at once on a missing or bad key
+    mail = Mail(settings.smtp_url, settings.mail_from)  # fail at once on a malformed SMTP_URL
 
     async def wire(rt: Runtime) -> Wiring:
         relay = OutboxRelay(rt.sessions, Outbox, rt.redis, poll_interval_s=settings.outbox_poll_interval_s)
         intake = Intake(rt.sessions, cipher, relay, Agencies(rt.sessions, settings.agency_key_pepper))
+        staff = Staff(rt.sessions, mail, settings.public_url, code_minutes=settings.agency_signin_minutes,
+                      session_hours=settings.agency_session_hours)
         if settings.development and settings.demo_api_key:
             await intake.agencies.ensure(DEMO_AGENCY_ID, "Demo agency (UPTD PPA)", settings.demo_api_key)
+            await staff.ensure(DEMO_AGENCY_ID, DEMO_STAFF_EMAIL)
         else:
             # The demo agency lives only while development gives its key: removed, it is off.
             await intake.agencies.deactivate(DEMO_AGENCY_ID)
-        return Wiring(state={"intake": intake}, handler=streams.batch_handler(intake), workers=[relay])
+        return Wiring(state={"intake": intake, "staff": staff}, handler=streams.batch_handler(intake),
+                      workers=[relay])
 
     return service_app(Service(
         name="intake", description="Agency API: submit referrals and follow them until they close.",
         migrations=MIGRATIONS, group=streams.GROUP, reads=streams.READS, wire=wire,
-        routers=[http.router, receivers.router, agencies.router, vocabularies.router,
+        routers=[http.router, receivers.router, agencies.router, agency_staff.router, vocabularies.router,
                  agency_pages.router, person_page.router, operator_pages("intake")],
         audit_model=AuditEntry, templates=Path(__file__).parent / "templates" / "pages",
         install=sealed.install,  # personal data sealed with a key no longer configured: 409, not 500
