@@ -25,6 +25,7 @@ import os
 import re
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -53,6 +54,20 @@ REPLACED_LOCALLY = {"REDIS_PASSWORD": "unused-by-make-run", "POSTGRES_PASSWORD":
 
 class MissingVariable(ValueError):
     """A variable compose.yaml requires (${VAR:?...}) is not set."""
+
+
+class PortInUse(RuntimeError):
+    """The one address's port is taken by another program."""
+
+
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 @dataclass
@@ -184,6 +199,9 @@ class Stack:
         self._stopping = threading.Event()
 
     def start(self) -> None:
+        if not _bindable(self.proxy_host, self.proxy_port):
+            # Else the mails' links would point at whatever holds it.
+            raise PortInUse(f"port {self.proxy_port} is in use: set RUJUKAN_PROXY_PORT to a free one")
         self.var.mkdir(parents=True, exist_ok=True)
         redis_url = self.env.get("REDIS_URL")
         if not redis_url:
@@ -342,6 +360,9 @@ def main(argv: list[str] | None = None) -> int:
         stack.supervise()
     except KeyboardInterrupt:
         print("\n[stack] stopping...", flush=True)
+    except PortInUse as e:
+        print(f"[stack] {e}", file=sys.stderr, flush=True)
+        return 2
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)

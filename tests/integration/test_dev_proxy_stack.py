@@ -2,20 +2,25 @@
 them): through the dev proxy and through compose's Caddy alike, the API, the assets and the
 language switch answer, a page's form posts with its CSRF check intact (the services compare
 the form's Origin with the Host the proxy kept), each service's own routes stay behind, and
-a dev proxy that dies is started again."""
+a dev proxy that dies is started again; `make run` will not start behind an address another
+program holds (the links in mails would lead there)."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
-from devtools.devstack import APP_SERVICES, Stack
+from devtools.devstack import APP_SERVICES, ROOT, Stack
 from devtools.redis_server import free_port
 from tests.apps import AGENCY_PEPPER, DEMO_KEY, DIRECTORY_KEY, GRANT_SECRET, OPERATOR_KEYS, TEST_KEYS
 from tests.integration.test_dev_proxy import stop
@@ -107,3 +112,18 @@ def test_a_dev_proxy_that_dies_is_started_again(stack: Stack) -> None:
         assert time.monotonic() < deadline, "the proxy was not started again"
         time.sleep(0.2)
     assert httpx.get(f"{stack.origin}/agency/signin").status_code == 200
+
+
+def test_make_run_will_not_start_behind_an_address_another_program_holds(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**os.environ, "RUJUKAN_VAR": str(tmp_path / "var"), "RUJUKAN_PROXY_PORT": str(port),
+               "RUJUKAN_REDIS_PORT": str(free_port()), "RUJUKAN_SMTP_PORT": str(free_port())}
+        r = subprocess.run([sys.executable, "-m", "devtools.devstack"], cwd=ROOT, env=env, capture_output=True,
+                           timeout=60)
+    assert r.returncode == 2
+    assert f"port {port} is in use: set RUJUKAN_PROXY_PORT".encode() in r.stderr
+    assert b"Traceback" not in r.stderr
+    assert not (tmp_path / "var" / "redis").exists()  # nothing was started
