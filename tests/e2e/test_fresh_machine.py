@@ -29,7 +29,7 @@ def test_make_run_from_a_clean_clone_without_uv(tmp_path: Path) -> None:
         pytest.skip("make or git missing")
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)
-    ports = {name: free_port() for name in ("intake", "matching", "notify", "redis", "smtp")}
+    ports = {name: free_port() for name in ("intake", "matching", "notify", "redis", "smtp", "proxy")}
     # The machine's environment (certificates, package index settings) less uv and the
     # test run's virtual environment.
     env = {
@@ -42,6 +42,7 @@ def test_make_run_from_a_clean_clone_without_uv(tmp_path: Path) -> None:
             "PATH": BARE_PATH,
             "RUJUKAN_REDIS_PORT": str(ports["redis"]),
             "RUJUKAN_SMTP_PORT": str(ports["smtp"]),
+            "RUJUKAN_PROXY_PORT": str(ports["proxy"]),
             **{f"RUJUKAN_{n.upper()}_PORT": str(ports[n]) for n in ("intake", "matching", "notify")},
         }
     )
@@ -56,7 +57,7 @@ def test_make_run_from_a_clean_clone_without_uv(tmp_path: Path) -> None:
                 assert proc.poll() is None, log_path.read_text()
                 assert time.monotonic() < deadline, log_path.read_text()[-3000:]
                 time.sleep(0.5)
-            for name in ("intake", "matching", "notify"):
+            for name in ("intake", "matching", "notify", "proxy"):
                 assert httpx.get(f"http://127.0.0.1:{ports[name]}/health").json()["status"] == "ok"
             assert (clone / "var" / "tools" / "bin" / "uv").exists(), "uv was not set up by make"
             site = next((clone / ".venv" / "lib").glob("python3*/site-packages"))

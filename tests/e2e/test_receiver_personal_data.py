@@ -31,7 +31,7 @@ def test_receiver_reads_personal_data_only_after_accepting(
     assert loop.respond(token, proposal, response="accepted").status_code == 202
     loop.wait_status(rid, "accepted")
     offer = httpx.get(f"{loop.notify}/v1/inbox/{proposal}", headers=auth).json()["personal_data"]
-    assert offer["url"] == f"{loop.intake}/v1/receivers/referrals/{rid}"
+    assert offer["url"] == stack.url(f"/v1/receivers/referrals/{rid}")  # the one address, as mails
     grant = {"Authorization": offer["authorization"]}
 
     data = httpx.get(offer["url"], headers=grant)
