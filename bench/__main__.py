@@ -8,7 +8,11 @@ redis-server (as in compose), of:
                   notify (deliveries, mail to an SMTP sink): drain throughput, and
                   end-to-end latency at 100, 500 and 1,000 referrals/s;
   3. intake     — POST /v1/referrals under wrk: accepted referrals/s (durable commits), p99;
-  4. matching   — decision latency at 1k, 10k and 100k services (bench.matching_latency).
+  4. matching   — decision latency at 1k, 10k and 100k services (bench.matching_latency);
+  5. consumer   — the project's StreamConsumer (FastStream underneath) against a plain
+                  XREADGROUP/XACK loop, and the takeover of a dead consumer's 700 pending
+                  entries: FastStream's min_idle_time subscriber against StreamConsumer.reclaim
+                  (bench.consumer; alone: --stages consumer, or python -m bench.consumer).
 Every figure is printed beside the reference measured in the same run, as a ratio, and
 written to bench/results/ as JSON (see bench/README.md for the method).
 """
@@ -27,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import flow, intake_http, pipeline, relay
+from bench import consumer, flow, intake_http, pipeline, relay
 from bench.infra import Infra
 from bench.profile import Recording, py_spy
 from bench.report import print_table, rows, targets
@@ -235,8 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="shorter runs (~3 minutes): rougher figures")
     ap.add_argument("--profile", action="store_true",
                     help="after the measured runs, profile the services with py-spy (extra runs, not measured)")
-    ap.add_argument("--stages", default="reference,pipeline,intake,matching",
-                    help="comma-separated subset of reference,pipeline,intake,matching")
+    ap.add_argument("--stages", default="reference,pipeline,intake,matching,consumer",
+                    help="comma-separated subset of reference,pipeline,intake,matching,consumer")
     ap.add_argument("--intake-workers", default="1,2", help="intake worker counts to measure, e.g. 1,2")
     ap.add_argument("--baseline", action="store_true",
                     help="write bench/results/baseline-<date>.json (the one kept in the repository)")
@@ -281,6 +285,10 @@ def main(argv: list[str] | None = None) -> int:
                     infra.flush_redis()
             if "matching" in stages:
                 results["matching"] = _stage("matching", lambda: run_matching(infra, plan))
+            if "consumer" in stages:
+                results["consumer"] = _stage("consumer", lambda: consumer.run(
+                    infra.redis_url, consumer.QUICK if args.quick else consumer.Plan()))
+                infra.flush_redis()
             results["machine"]["load_average_at_end"] = [round(x, 2) for x in __import__("os").getloadavg()]
     except KeyboardInterrupt:
         log("interrupted: servers stopped")
