@@ -386,3 +386,42 @@ async def test_a_revoked_agency_s_staff_are_signed_out_and_get_no_link(
         assert (await ask_for_link(client, "dewi@ppa-kupang.example")).status_code == 200
         await asyncio.sleep(0.3)
         assert mailbox.messages() == []
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_the_list_is_newest_first_a_page_at_a_time(database_url: str, redis_url: str,
+                                                          mailbox: MailCatcher) -> None:
+    from tests.unit.test_referral_request import VALID
+
+    async with running(create_app(settings(database_url, redis_url, mailbox))) as client:
+        for n in range(21):
+            made = await client.post("/v1/referrals", json={**VALID, "external_ref": f"PPA-{n:03d}"},
+                                     headers=bearer(DEMO_KEY))
+            assert made.status_code == 202, made.text
+        await sign_in(client, mailbox, DEMO_STAFF_EMAIL)
+        first = (await client.get("/agency/referrals")).text
+        refs = re.findall(r"<strong>(PPA-\d{3})</strong>", first)
+        assert refs == [f"PPA-{n:03d}" for n in range(20, 0, -1)]
+        assert 'href="/agency/referrals?page=2">Lebih lama' in first
+        assert "Lebih baru" not in first
+        second = (await client.get("/agency/referrals", params={"page": 2})).text
+        assert re.findall(r"<strong>(PPA-\d{3})</strong>", second) == ["PPA-000"]
+        assert "Lebih lama" not in second
+        # The filters stay on the next page's link.
+        filtered = (await client.get("/agency/referrals", params={"status": "submitted"})).text
+        assert 'href="/agency/referrals?status=submitted&amp;page=2"' in filtered
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_behind_https_the_session_cookie_is_secure(database_url: str, redis_url: str,
+                                                         mailbox: MailCatcher) -> None:
+    app = create_app(settings(database_url, redis_url, mailbox, public_url="https://rujukan.example"))
+    async with running(app) as plain, httpx.AsyncClient(transport=plain._transport, base_url="https://test") as client:
+        await ask_for_link(client, DEMO_STAFF_EMAIL)
+        mail = await mailbox.wait_for_async(lambda m: m["To"] == DEMO_STAFF_EMAIL)
+        link = re.search(r"https://rujukan\.example(/agency/signin/[A-Za-z0-9_\-]+)", mail.get_content())
+        assert link is not None, mail.get_content()
+        followed = await client.get(link.group(1))
+        assert followed.status_code == 303
+        assert "secure" in followed.headers["set-cookie"].lower()
+        assert (await client.get("/agency/referrals")).status_code == 200
