@@ -425,3 +425,19 @@ async def test_behind_https_the_session_cookie_is_secure(database_url: str, redi
         assert followed.status_code == 303
         assert "secure" in followed.headers["set-cookie"].lower()
         assert (await client.get("/agency/referrals")).status_code == 200
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_the_form_in_english_on_the_switch(database_url: str, redis_url: str, mailbox: MailCatcher) -> None:
+    async with running(create_app(settings(database_url, redis_url, mailbox))) as client:
+        await sign_in(client, mailbox, DEMO_STAFF_EMAIL)
+        indonesian = (await client.get("/agency/referrals/new")).text
+        assert "Korban Tindak Kekerasan" in indonesian
+        assert "Apakah Anda setuju?" in indonesian  # the consent question, as read to the person
+        switched = await client.get("/lang/en", params={"next": "/agency/referrals/new"})
+        assert switched.headers["location"] == "/agency/referrals/new"
+        english = (await client.get("/agency/referrals/new")).text
+        assert '<html lang="en">' in english
+        assert "Victims of violence" in english  # the category's name in English, the Indonesian one beside it
+        assert "Do you agree?" in english
+        assert "Apakah Anda setuju?" not in english
