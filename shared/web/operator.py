@@ -1,11 +1,12 @@
 """Operators' pages shared by the three services: signing in with an operator key, and the
 dead letters of each service (list, one entry, replay, discard).
 
-The page session is a cookie every service verifies by itself, with no store shared for
-it: `name:role:expiry:nonce:mac`, where the MAC is an HMAC keyed by the operator's entry in
-OPERATOR_KEYS (the SHA-256 of their key). Removing or replacing that key, or giving the
-operator another role, ends every session it opened; a session also ends at its expiry
-(8 hours) or when signed out (its nonce is remembered in Redis until it would expire).
+The page session lives in Redis, which every service and replica shares: the cookie holds
+a random id, Redis holds (under the id's SHA-256) the operator's name, role and the hash of
+the key that opened it, for 8 hours. Nothing in the configuration lets anyone make a
+session: only the key itself. Removing or replacing that key, or giving the operator another
+role, ends every session it opened; signing out deletes the session. Without Redis to ask,
+a session is refused (fails closed).
 
 Every page request of a signed-in operator, allowed or refused for its role, is named on
 the request for the audit log exactly as the API's operator dependency does
@@ -45,9 +46,8 @@ SESSION_SECONDS = 8 * 3600
 SIGNIN = "/operator/signin"
 SIGNOUT = "/operator/signout"
 HOME = "/operator/"
-ENDED_KEY = "rujukan:operator-session-ended:"  # + nonce: a session signed out before its expiry
+SESSION_KEY = "rujukan:operator-session:"  # + SHA-256 of the cookie's value
 SERVICES = ("intake", "matching", "notify")
-_CONTEXT = b"rujukan-operator-page-session-v1"
 MAX_KEY_CHARS = 200
 LISTED = 100  # dead letters listed on a page  # an operator key is ~47 characters; anything far longer is not one
 
@@ -72,70 +72,61 @@ def _by_name(request: Request) -> dict[str, tuple[str, Operator]]:
     return {op.name: (digest, op) for digest, op in known.items()}
 
 
-def _mac(request: Request, digest: str, name: str, role: str, expires: int, nonce: str) -> str:
-    # Keyed by the operator's configured key hash (and a secret of the deployment, if a later
-    # setting gives one): another key, or none, makes another MAC.
-    extra = str(getattr(_settings(request), "operator_session_secret", "") or "")
-    key = hashlib.sha256(_CONTEXT + b"|" + digest.encode() + b"|" + extra.encode()).digest()
-    message = f"{name}:{role}:{expires}:{nonce}".encode()
-    return hmac.new(key, message, hashlib.sha256).hexdigest()
+def _session_key(value: str) -> str:
+    return SESSION_KEY + hashlib.sha256(value.encode("utf-8", "replace")).hexdigest()
 
 
-def session_value(request: Request, digest: str, op: Operator, *, now: float | None = None) -> str:
-    """A new page session for the operator whose configured key hash is `digest`."""
-    expires = int((now if now is not None else time.time()) + SESSION_SECONDS)
-    nonce = secrets.token_urlsafe(16)
-    mac = _mac(request, digest, op.name, op.role.value, expires, nonce)
-    return f"{op.name}:{op.role.value}:{expires}:{nonce}:{mac}"
+async def start_session(request: Request, digest: str, op: Operator, *, seconds: int = SESSION_SECONDS) -> str:
+    """A new page session for the operator whose configured key hash is `digest`: its
+    cookie value (a random id; Redis keeps what it stands for)."""
+    value = secrets.token_urlsafe(32)
+    expires = int(time.time()) + seconds
+    redis = request.app.state.runtime.redis
+    await redis.hset(_session_key(value), mapping={"name": op.name, "role": op.role.value, "digest": digest,
+                                                   "expires": str(expires)})
+    await redis.expire(_session_key(value), max(seconds, 1))
+    return value
 
 
 @dataclass(frozen=True)
 class Session:
     operator: Operator
     expires: int
-    nonce: str
+    value: str
 
 
-def read_session(request: Request, value: str | None, *, now: float | None = None) -> Session | None:
-    """The session the cookie holds, if it is genuine, current, and its operator still has
-    that key and that role; else None (the signed-out check is `is_ended`)."""
-    if not value or len(value) > 400:
+def _text(raw: Any) -> str:
+    return raw.decode() if isinstance(raw, bytes) else str(raw or "")
+
+
+async def read_session(request: Request, value: str | None) -> Session | None:
+    """The session the cookie holds, if Redis knows it, it is current, and its operator
+    still has that key and that role; else None. Without Redis to ask: None."""
+    if not value or len(value) > 100:
         return None
-    parts = value.split(":")
-    if len(parts) != 5:
+    try:
+        stored = await request.app.state.runtime.redis.hgetall(_session_key(value))
+    except (RedisError, OSError) as e:
+        log.warning("operator session not checked (%s): refused", type(e).__name__)
         return None
-    name, role, expires_text, nonce, mac = parts
-    if not expires_text.isdigit():
+    fields = {_text(k): _text(v) for k, v in stored.items()}
+    if not fields or not fields.get("expires", "").isdigit() or int(fields["expires"]) <= time.time():
         return None
-    expires = int(expires_text)
-    moment = now if now is not None else time.time()
-    if expires <= moment or expires > moment + SESSION_SECONDS + 60:
-        return None
-    found = _by_name(request).get(name)
+    found = _by_name(request).get(fields.get("name", ""))
     if found is None:
         return None
     digest, op = found
-    if op.role.value != role:
+    if op.role.value != fields.get("role") or not hmac.compare_digest(digest, fields.get("digest", "")):
         return None
-    if not hmac.compare_digest(mac, _mac(request, digest, name, role, expires, nonce)):
-        return None
-    return Session(op, expires, nonce)
+    return Session(op, int(fields["expires"]), value)
 
 
-async def is_ended(request: Request, session: Session) -> bool:
-    """Signed out already. Without Redis to ask, the session is refused (fails closed)."""
-    try:
-        return bool(await request.app.state.runtime.redis.exists(ENDED_KEY + session.nonce))
-    except (RedisError, OSError) as e:
-        log.warning("operator session not checked (%s): refused", type(e).__name__)
-        return True
+async def end_session(request: Request, value: str) -> None:
+    await request.app.state.runtime.redis.delete(_session_key(value))
 
 
 async def current_session(request: Request) -> Session | None:
-    session = read_session(request, request.cookies.get(COOKIE))
-    if session is None or await is_ended(request, session):
-        return None
-    return session
+    return await read_session(request, request.cookies.get(COOKIE))
 
 
 def to_signin(request: Request) -> RedirectResponse:
@@ -220,18 +211,17 @@ def operator_pages(service: str) -> APIRouter:
                           status=401)
         audit_as(request, op)
         response = RedirectResponse(target if target != "/" else HOME, status_code=303)
-        response.set_cookie(COOKIE, session_value(request, key_digest(key), op), max_age=SESSION_SECONDS,
+        response.set_cookie(COOKIE, await start_session(request, key_digest(key), op), max_age=SESSION_SECONDS,
                             httponly=True, samesite="strict", secure=is_https(request), path="/")
         return response
 
     @router.post(SIGNOUT)
     async def signout(request: Request) -> Response:
         await form_of(request)
-        session = read_session(request, request.cookies.get(COOKIE))
+        session = await current_session(request)
         if session is not None:
             audit_as(request, session.operator)
-            ttl = max(1, session.expires - int(time.time()))
-            await request.app.state.runtime.redis.set(ENDED_KEY + session.nonce, "1", ex=ttl)
+            await end_session(request, session.value)
         response = RedirectResponse(f"{SIGNIN}?signed_out=1", status_code=303)
         response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict", secure=is_https(request))
         return response
