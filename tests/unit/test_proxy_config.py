@@ -90,7 +90,8 @@ def test_compose_puts_the_proxy_in_front_and_mails_follow_one_variable() -> None
                               "RECEIVER_GRANT_SECRET": "x"})
     public = {(n, k): v for n, s in specs.items() for k, v in s.environment.items() if k.endswith("PUBLIC_URL")}
     assert public == {("intake", "PUBLIC_URL"): "http://localhost:8080", ("notify", "PUBLIC_URL"): "http://localhost:8080",
-                      ("notify", "INTAKE_PUBLIC_URL"): "http://localhost:8080"}
+                      ("notify", "INTAKE_PUBLIC_URL"): "http://localhost:8080",
+                      ("matching", "PUBLIC_URL"): "http://localhost:8080"}
     specs = load_compose(env={"REDIS_PASSWORD": "x", "POSTGRES_PASSWORD": "x", "SMTP_URL": "smtp://x",
                               "OPERATOR_KEYS": "x", "ENCRYPTION_KEYS": "x", "AGENCY_KEY_PEPPER": "x",
                               "RECEIVER_GRANT_SECRET": "x", "PUBLIC_URL": "https://rujukan.example.org"})

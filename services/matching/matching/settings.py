@@ -7,6 +7,9 @@ class Settings(ServiceSettings):
     service_name: str = "matching"
     port: int = 8002
     database_url: str = "sqlite+aiosqlite:///./var/matching.db"
+    # The one address people open (the proxy's): an https address marks operators' page
+    # session cookies Secure.
+    public_url: str = "http://127.0.0.1:8002"
     # How long a proposal holds a seat before it is released to the next candidate.
     hold_hours_routine: float = 72.0
     hold_hours_urgent: float = 4.0
