@@ -78,6 +78,21 @@ class Recipient(BaseModel):
     contact_id: str = ""
     email: str
     language: str = "id"
+    # Other channels, as the directory gives them for this contact: a professional phone for
+    # SMS/WhatsApp, the contact's webhook, and the channels it prefers, first is first.
+    phone: str = Field(default="", max_length=40)
+    webhook_url: str = Field(default="", max_length=2000)
+    channels: list[Literal["email", "sms", "whatsapp", "webhook"]] = []
+
+
+class HandoverContact(BaseModel):
+    """Whom the agency calls once a referral is accepted: the receiving service's
+    professional contact from the directory (never the person referred)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    name: str = Field(default="", max_length=200)
+    phone: str = Field(default="", max_length=40)
+    email: str = Field(default="", max_length=320)
 
 
 class ReferralMatched(EventData):
@@ -180,6 +195,54 @@ class ReferralStatusChanged(EventData):
     at: datetime
     urgency: Urgency
     risk_flags: list[RiskFlag] = []
+    # With "accepted" only: the receiving service's contact, for the agency's handover.
+    handover: HandoverContact | None = None
+
+
+class ReferralRematchRequested(EventData):
+    """The agency asks matching to try an unmatched or waitlisted referral again (intake ->
+    matching), having changed nothing but time."""
+
+    TYPE: ClassVar[str] = "referral.rematch_requested.v1"
+    referral_id: str
+    agency_id: str
+    requested_at: datetime
+    urgency: Urgency
+    risk_flags: list[RiskFlag] = []
+
+
+class ReferralEscalated(EventData):
+    """A crisis (or risk-flagged) proposal was not accepted in time: matching proposed the
+    next crisis-capable professional as well (matching -> intake, notify). The new proposal
+    is its own `referral.matched` (decision_id); the earlier one stays open until one of
+    them is accepted."""
+
+    TYPE: ClassVar[str] = "referral.escalated.v1"
+    referral_id: str
+    decision_id: str  # the new proposal's decision
+    previous_decision_id: str  # the proposal nobody answered
+    service_id: str  # the newly proposed service ("" when no other crisis-capable one is left)
+    level: int = Field(ge=1)  # 1 for the first escalation, 2 for the second...
+    reason_code: Code  # e.g. "crisis_unanswered"
+    minutes_waited: float = Field(ge=0)
+    at: datetime
+    urgency: Urgency
+    risk_flags: list[RiskFlag] = []
+
+
+class ReferralProposalWithdrawn(EventData):
+    """A proposal that is no longer wanted, because another one of the same referral was
+    accepted first (matching -> intake, notify): its receiver is told, its seat released."""
+
+    TYPE: ClassVar[str] = "referral.proposal_withdrawn.v1"
+    referral_id: str
+    decision_id: str
+    service_id: str
+    receiver_ids: list[str] = []
+    reason_code: Code  # e.g. "accepted_elsewhere"
+    at: datetime
+    urgency: Urgency
+    risk_flags: list[RiskFlag] = []
 
 
 class ReferralResponseRefused(EventData):
@@ -247,6 +310,7 @@ EVENT_TYPES: dict[str, type[EventData]] = {
     for cls in (
         ReferralSubmitted, ReferralMatched, ReferralUnmatched, ReferralWaitlisted,
         ReferralResponse, ReferralCancelled, ReferralStatusChanged, ReferralResponseRefused,
+        ReferralRematchRequested, ReferralEscalated, ReferralProposalWithdrawn,
         NotificationSent, NotificationFailed, ReceiverRegistered, ReceiverCredentialRevoked,
     )
 }

@@ -67,7 +67,7 @@ class Workers:
 
 
 def serve(app: Any, host: str, port: int, log_level: str = "info", *, workers: int = 1,
-          factory: str | None = None) -> None:
+          factory: str | None = None, forwarded_allow_ips: str = "127.0.0.1") -> None:
     """Serve the app; with workers > 1, as that many processes on one port, each built by
     `factory` ("package.module:function") in its own process: replicas of the service, each
     with its own consumer name, database pool and outbox relay, as the design allows."""
@@ -75,7 +75,7 @@ def serve(app: Any, host: str, port: int, log_level: str = "info", *, workers: i
 
     # uvicorn turns SIGTERM/SIGINT into a lifespan shutdown, where workers stop gracefully.
     options: dict[str, Any] = {"host": host, "port": port, "log_level": log_level.lower(), "access_log": False,
-                               "timeout_graceful_shutdown": 20}
+                               "timeout_graceful_shutdown": 20, "forwarded_allow_ips": forwarded_allow_ips}
     if workers > 1 and factory:
         uvicorn.run(factory, factory=True, workers=workers, **options)
     else:

@@ -95,6 +95,9 @@ class ServiceSettings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6380/0"
     database_url: str = "sqlite+aiosqlite:///./var/rujukan.db"
     log_level: str = "INFO"
+    # Whose X-Forwarded-For/-Proto uvicorn believes: the reverse proxy's addresses ("*" where
+    # only the proxy can reach the service, as on compose's network).
+    forwarded_allow_ips: str = "127.0.0.1"
     # HTTP worker processes of a service that supports them (intake): replicas on one port.
     web_concurrency: int = Field(default=1, ge=1, le=64)
     # A stream consumer's name must be unique per process so that replicas in one group

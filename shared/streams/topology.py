@@ -44,6 +44,7 @@ TOPOLOGY: dict[str, list[str]] = {
 # `referral.*` event is matching's (decisions and the closed-loop steps it applied).
 LANES: dict[str, tuple[str, str]] = {
     "referral.submitted": (SUBMITTED_URGENT, SUBMITTED),
+    "referral.rematch_requested": (SUBMITTED_URGENT, SUBMITTED),  # matching's input, like a submission
     "referral.response": (RESPONSES_URGENT, RESPONSES),
     "referral.cancelled": (CANCELLATIONS_URGENT, CANCELLATIONS),
 }

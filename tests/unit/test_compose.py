@@ -91,7 +91,7 @@ def test_compose_environment_builds_valid_settings(name: str) -> None:
     assert settings.rujukan_env == "production"
     settings.refuse_development_values()
     ports = compose()["services"][name]["ports"]
-    assert ports == [f"{settings.port}:{settings.port}"]
+    assert ports == [f"127.0.0.1:{settings.port}:{settings.port}"]  # people come through the proxy
     health = " ".join(compose()["services"][name]["healthcheck"]["test"])
     assert f"127.0.0.1:{settings.port}/health" in health
     assert settings.database_url.endswith(f"/{name}")  # one database per service

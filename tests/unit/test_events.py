@@ -10,8 +10,10 @@ from shared.events import (
     EVENT_TYPES,
     BadEvent,
     Envelope,
+    HandoverContact,
     Recipient,
     ReferralMatched,
+    ReferralStatusChanged,
     ReferralSubmitted,
     parse_entry,
 )
@@ -70,8 +72,13 @@ def test_no_personal_data_fields_in_any_event_schema() -> None:
     forbidden = {"name", "phone", "email", "address", "narrative", "initials", "contact", "age"}
     for cls in EVENT_TYPES.values():
         assert not forbidden & set(cls.model_fields), cls
-    # The only email on a stream is the receiving service's professional contact.
-    assert set(Recipient.model_fields) == {"receiver_id", "contact_id", "email", "language"}
+    # The only contact details on a stream are the receiving service's professional contact,
+    # as the directory publishes it: for the proposal's channels and the agency's handover.
+    assert set(Recipient.model_fields) == {"receiver_id", "contact_id", "email", "language", "phone", "webhook_url",
+                                           "channels"}
+    assert set(HandoverContact.model_fields) == {"name", "phone", "email"}
+    assert {n for n, f in ReferralStatusChanged.model_fields.items() if f.annotation == HandoverContact | None} == \
+        {"handover"}
 
 
 def test_no_event_type_subclasses_another() -> None:

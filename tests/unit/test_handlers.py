@@ -72,7 +72,7 @@ def test_the_receivers_email_is_bahasa_first_says_why_and_holds_no_personal_data
     subject, body = proposal(matched())
     assert subject == "Rujukan baru: Perempuan Rawan Sosial Ekonomi (PRSE) — Kota Kupang"
     assert body.index("Rujukan baru diusulkan") < body.index("A new referral is proposed")
-    for fact in ("Kota Kupang (53.71.02)", "Urgensi       : biasa", "kursi tersedia 3/12", "2026-11-27 08:00 UTC",
+    for fact in ("Kota Kupang (53.71.02)", "Urgensi       : biasa", "kursi tersedia 3/12", "27 Nov 2026 16.00 WITA",
                  "Mengapa layanan Anda dipilih", "Why your service was chosen", "01R"):
         assert fact in body
 

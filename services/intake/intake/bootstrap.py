@@ -84,4 +84,5 @@ def main() -> None:
     except KeyringError as e:
         sys.exit(f"intake: refusing to start: ENCRYPTION_KEYS: {e}")
     serve(app, settings.host, settings.port, settings.log_level,
-          workers=settings.web_concurrency, factory="intake.bootstrap:worker_app")
+          workers=settings.web_concurrency, factory="intake.bootstrap:worker_app",
+          forwarded_allow_ips=settings.forwarded_allow_ips)

@@ -57,4 +57,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 def main() -> None:
     settings = settings_to_start(Settings)
     configure_logging(settings.service_name, settings.log_level)
-    serve(create_app(settings), settings.host, settings.port, settings.log_level)
+    serve(create_app(settings), settings.host, settings.port, settings.log_level,
+          forwarded_allow_ips=settings.forwarded_allow_ips)
