@@ -37,7 +37,11 @@ class Agency(Base):
 
 class Referral(Base):
     __tablename__ = "referral"
-    __table_args__ = (UniqueConstraint("agency_id", "external_ref", name="uq_referral_agency_external_ref"),)
+    __table_args__ = (
+        UniqueConstraint("agency_id", "external_ref", name="uq_referral_agency_external_ref"),
+        # Polling (GET /v1/referrals?updated_since=...): an agency's referrals in (updated_at, id) order.
+        Index("ix_referral_agency_updated", "agency_id", "updated_at", "id"),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     agency_id: Mapped[str] = mapped_column(ForeignKey("agency.id"), index=True)
@@ -124,6 +128,59 @@ class StaffSession(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class WebhookEndpoint(Base):
+    """An agency's webhook receiver. The signing secret is sealed (FieldCipher, like personal
+    data): intake must sign with it, so it cannot be kept as a hash. After a rotation the old
+    secret still signs, next to the new one, until `previous_secret_until`."""
+
+    __tablename__ = "webhook_endpoint"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    agency_id: Mapped[str] = mapped_column(ForeignKey("agency.id"), index=True)
+    url: Mapped[str] = mapped_column(Text)
+    secret_enc: Mapped[str] = mapped_column(Text)
+    previous_secret_enc: Mapped[str | None] = mapped_column(Text, nullable=True)
+    previous_secret_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    status: Mapped[str] = mapped_column(String(16), default="active")  # active | failing | deleted
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    failing_since: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class WebhookDelivery(Base):
+    """One timeline step for one endpoint, written in the step's transaction. Its id is the
+    `webhook-id` header, the same on every attempt. `payload` holds ids and codes only."""
+
+    __tablename__ = "webhook_delivery"
+    __table_args__ = (Index("ix_webhook_delivery_due", "status", "next_attempt_at"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    endpoint_id: Mapped[str] = mapped_column(ForeignKey("webhook_endpoint.id"), index=True)
+    agency_id: Mapped[str] = mapped_column(String(64))
+    referral_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    event_type: Mapped[str] = mapped_column(String(60))
+    payload: Mapped[str] = mapped_column(Text)
+    # pending | delivered | failed (gave up) | cancelled (endpoint deleted)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # A worker that claimed the row holds it until then (another replica takes it after).
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class WebhookAttempt(Base):
+    """One HTTP attempt of a delivery: the receiver's status code or the error's kind."""
+
+    __tablename__ = "webhook_attempt"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[str] = mapped_column(ForeignKey("webhook_delivery.id"), index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error: Mapped[str] = mapped_column(String(200), default="")
+    duration_ms: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class Outbox(OutboxMixin, Base):
