@@ -66,6 +66,14 @@ class Referral(Base):
     contact_enc: Mapped[str] = mapped_column(Text)
     narrative_enc: Mapped[str] = mapped_column(Text)
     matched_service: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # Every service proposed, by decision id: with an escalation two proposals are open at
+    # once, and the one accepted first becomes `matched_service`.
+    proposals: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # The agency's caseworker (name, phone, email), sealed like the person's contact.
+    caseworker_enc: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Whom the agency calls once accepted: the receiving service's professional contact from
+    # the directory (matching's `handover`), kept from the acceptance on, never before.
+    handover: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 

@@ -21,6 +21,12 @@ class Contact(BaseModel):
     email: EmailStr | None = None
 
 
+class Caseworker(Contact):
+    """The referring agency's caseworker for this referral: whom the receiving service calls
+    once it accepted. Personal data of staff: sealed at rest like the person's contact, shown
+    only to the receiver who accepted, never on a stream, in a log or in an address."""
+
+
 class Consent(BaseModel):
     """The person's consent, recorded with the referral. Sharing with a provider is what a
     referral is, so it must be given; being contacted directly by the provider is a choice.
@@ -67,6 +73,7 @@ class ReferralRequest(BaseModel):
                    "contact": {"name": "Siti", "phone": "+62 812 3456 7890", "email": "siti@example.org"},
                    "consent": {"share_with_provider": True, "contact_by_provider": True}},
         "narrative": "Butuh pendampingan psikologis setelah kejadian.",
+        "caseworker": {"name": "Rina Hutapea", "phone": "+62 61 455 0123", "email": "rina@ppa-medan.go.id"},
     }]})
     external_ref: OneLine = Field(min_length=1, max_length=100, description="the agency's own case number")
     pmks_category: str = Field(description="one of the 26 PMKS codes, e.g. korban_tindak_kekerasan",
@@ -76,6 +83,8 @@ class ReferralRequest(BaseModel):
     risk_flags: list[RiskFlag] = Field(default_factory=list, max_length=4)
     client: Client
     narrative: MultiLine = Field(default="", max_length=10_000)
+    caseworker: Caseworker | None = Field(
+        default=None, description="the agency's caseworker (optional): shown to the receiver once it accepted")
 
     @field_validator("pmks_category")
     @classmethod
@@ -97,12 +106,14 @@ class ReferralRequest(BaseModel):
 # A decline or an expired hold is followed at once by matching's next decision (proposed
 # again, waitlisted or unmatched); an expired hold itself changes no status.
 TRANSITIONS: dict[ReferralStatus, frozenset[ReferralStatus]] = {
+    # From unmatched too: the agency asked to match again, or the directory changed.
     ReferralStatus.proposed: frozenset({ReferralStatus.submitted, ReferralStatus.waitlisted,
-                                        ReferralStatus.declined, ReferralStatus.proposed}),
+                                        ReferralStatus.declined, ReferralStatus.proposed,
+                                        ReferralStatus.unmatched}),
     ReferralStatus.unmatched: frozenset({ReferralStatus.submitted, ReferralStatus.declined,
                                          ReferralStatus.proposed, ReferralStatus.waitlisted}),
     ReferralStatus.waitlisted: frozenset({ReferralStatus.submitted, ReferralStatus.declined,
-                                          ReferralStatus.proposed}),
+                                          ReferralStatus.proposed, ReferralStatus.unmatched}),
     ReferralStatus.accepted: frozenset({ReferralStatus.proposed}),
     ReferralStatus.declined: frozenset({ReferralStatus.proposed}),
     ReferralStatus.in_progress: frozenset({ReferralStatus.accepted}),
@@ -120,6 +131,10 @@ class CancelRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     reason_code: CancelReason = Field(description="client_withdrew, needs_met_elsewhere, client_unreachable, "
                                                   "duplicate, entered_in_error or other")
+
+
+# What the agency may ask to match again: a referral no service took, or one waiting for a seat.
+REMATCHABLE = frozenset({ReferralStatus.unmatched, ReferralStatus.waitlisted})
 
 
 def may_move(current: str, new: ReferralStatus) -> bool:
