@@ -173,6 +173,8 @@ class WebhookDelivery(Base):
     status: Mapped[str] = mapped_column(String(16), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Retries go on until WEBHOOK_GIVE_UP_HOURS after this (the step, or an asked redelivery).
+    window_started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     # A worker that claimed the row holds it until then (another replica takes it after).
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
