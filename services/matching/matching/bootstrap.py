@@ -14,7 +14,7 @@ from matching.adapters.orm import AuditEntry, Outbox
 from matching.entrypoints import http, pages, streams
 from matching.service_layer.directory import import_parsed
 from matching.service_layer.handlers import Matching
-from matching.service_layer.workers import HoldExpiry, Waitlist
+from matching.service_layer.workers import CrisisEscalation, HoldExpiry, Rematch, Waitlist
 from matching.settings import Settings
 from shared.app import Service, Wiring, service_app
 from shared.outbox import OutboxRelay
@@ -40,11 +40,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await seed_demo(rt.sessions)
         relay = OutboxRelay(rt.sessions, Outbox, rt.redis, poll_interval_s=settings.outbox_poll_interval_s)
         matching = Matching(rt.sessions, relay, timedelta(hours=settings.hold_hours_routine),
-                            timedelta(hours=settings.hold_hours_urgent), timedelta(seconds=settings.hold_grace_s))
+                            timedelta(hours=settings.hold_hours_urgent), timedelta(seconds=settings.hold_grace_s),
+                            crisis_ack=timedelta(minutes=settings.crisis_ack_minutes))
         expiry = HoldExpiry(matching, settings.hold_expiry_interval_s)
+        escalation = CrisisEscalation(matching, settings.escalation_interval_s)
         waitlist = Waitlist(matching, settings.waitlist_interval_s)
+        rematch = Rematch(matching, settings.rematch_interval_s)
         return Wiring(state={"matching": matching}, handler=streams.batch_handler(matching),
-                      workers=[relay, expiry, waitlist])
+                      workers=[relay, expiry, escalation, waitlist, rematch])
 
     return service_app(Service(
         name="matching", description="Directory admin and decisions: who gets sent where, and why.",

@@ -20,5 +20,12 @@ class Settings(ServiceSettings):
     # no capacity was freed in this process (freed by another replica, or lost in a crash).
     hold_expiry_interval_s: float = 30.0
     waitlist_interval_s: float = 60.0
+    # A crisis (or risk-flagged) proposal not accepted within this many minutes escalates to
+    # the next crisis-capable professional; how often each replica looks for one.
+    crisis_ack_minutes: float = 15.0
+    escalation_interval_s: float = 15.0
+    # How often each replica looks for a directory change whose rematch pass is not done
+    # (the process that changed the directory runs it at once).
+    rematch_interval_s: float = 5.0
     # The largest directory import (HSDS JSON or CSV) accepted, in bytes (413 above it).
     directory_import_max_bytes: int = 20 * 1024 * 1024

@@ -18,6 +18,7 @@ from matching.adapters import receiver_repository
 from matching.adapters.orm import (
     Attribute,
     Contact,
+    DirectoryChange,
     DirectoryVersion,
     Location,
     Organization,
@@ -49,6 +50,9 @@ class Written:
     flags: list[str]
     # More seats than before, or matchable now and not before: waitlisted referrals may fit.
     woke: bool = False
+    # The directory generation of the write that changed it (None: unchanged); a matchable
+    # service changed is a DirectoryChange of that generation, for the rematch pass.
+    generation: int | None = None
 
 
 
@@ -153,10 +157,10 @@ async def write_records(s: AsyncSession, records: Sequence[ServiceRecord], *,
     new = [r for r in records if r.id not in before]
     changed = [r for r in records if r.id in before and before[r.id].content_hash != hashes[r.id]]
     todo = new + changed
-    if todo and facts_changed:
-        # Matching processes rebuild their in-memory index when the version moves. A change
-        # of capacity alone leaves it: the index holds no seat counts (read live).
-        await bump_version(s)
+    # Matching processes rebuild their in-memory index when the version moves. A change
+    # of capacity alone leaves it (the index holds no seat counts: read live), but moves the
+    # generation: waiting referrals may fit now.
+    generation = await bump_version(s, facts_changed=facts_changed) if todo else None
 
     await _upsert(s, Organization, {r.organization_id: _org_row(r.organization or OrganizationInfo(
         r.organization_id, r.organization_name)) for r in todo})
@@ -202,6 +206,10 @@ async def write_records(s: AsyncSession, records: Sequence[ServiceRecord], *,
         select(Service.id, Service.active, Service.seats_available, Service.flags)
         .where(Service.id.in_([r.id for r in todo])))).all()} if todo else {}
 
+    matchable = sorted(sid for sid, row in after.items() if row.active)
+    if generation is not None and matchable:
+        s.add(DirectoryChange(generation=generation, service_ids=matchable, created_at=utcnow()))
+
     out = []
     for r in records:
         if r.id not in after:
@@ -210,15 +218,19 @@ async def write_records(s: AsyncSession, records: Sequence[ServiceRecord], *,
         now, was = after[r.id], before.get(r.id)
         woke = bool(now.active and now.seats_available > 0 and (
             was is None or not was.active or now.seats_available > was.seats_available))
-        out.append(Written(r.id, "updated" if was else "created", list(now.flags), woke))
+        out.append(Written(r.id, "updated" if was else "created", list(now.flags), woke, generation))
     return out
 
 
-async def bump_version(s: AsyncSession) -> None:
-    """Tell every matching replica that its in-memory index is stale: in the writing
-    transaction, so the new version is seen exactly when the change is (and, on PostgreSQL,
-    concurrent directory writers queue on this one row)."""
-    await s.execute(version_bump().execution_options(synchronize_session=False))
+async def bump_version(s: AsyncSession, *, facts_changed: bool = True) -> int | None:
+    """Tell every matching replica that its in-memory index is stale (`facts_changed`), and
+    move the generation: in the writing transaction, so the new version is seen exactly when
+    the change is (and, on PostgreSQL, concurrent directory writers queue on this one row, so
+    generations commit in order). The new generation; None without the version row."""
+    q = update(DirectoryVersion).where(DirectoryVersion.id == 1).values(generation=DirectoryVersion.generation + 1)
+    if facts_changed:
+        q = q.values(version=DirectoryVersion.version + 1)
+    return await s.scalar(q.returning(DirectoryVersion.generation).execution_options(synchronize_session=False))
 
 
 def version_bump() -> Any:  # an Update

@@ -12,7 +12,6 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, false, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from matching.domain.states import LIVE_HOLDS
 from shared.db import AuditEntryMixin, OutboxMixin, ProcessedEventMixin, UTCDateTime, new_metadata
 from shared.events import utcnow
 
@@ -135,6 +134,24 @@ class DirectoryVersion(Base):
     __tablename__ = "directory_version"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Moved by every directory write that could serve a waiting referral (a service created,
+    # edited, activated, or its capacity declared), capacity included; writers queue on this
+    # row, so generations commit in their order (see DirectoryChange).
+    generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+class DirectoryChange(Base):
+    """One directory write that could serve an unmatched or waitlisted referral, recorded in
+    the same transaction as the write: the rematch pass runs right after the commit (in the
+    process that wrote it) and marks it done; any replica's rematch worker takes one that is
+    left (a crash, or an import from the command line)."""
+
+    __tablename__ = "directory_change"
+    generation: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    service_ids: Mapped[list[str]] = mapped_column(JSON)
+    done: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    __table_args__ = (Index("ix_directory_change_done", "done", "generation"),)
 
 
 # HSDS parts of a service. Their ids are HSDS ids, unique only within the service (the
@@ -265,9 +282,16 @@ class ReferralCase(Base):
     urgent: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The directory generation a rematch pass last tried this case at (each change once).
+    rematch_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # A crisis proposal not accepted by this time escalates (None: nothing to escalate);
+    # how many times it has escalated so far.
+    escalate_after: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    escalation_level: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # The waitlist is served urgent first, then oldest first, per category.
     __table_args__ = (Index("ix_referral_case_waitlist", "state", "pmks_category", "urgent", "created_at"),
-                      Index("ix_referral_case_waiting_region", "state", "region_code"))
+                      Index("ix_referral_case_waiting_region", "state", "region_code"),
+                      Index("ix_referral_case_escalate", "state", "escalate_after"))
 
 
 class Decision(Base):
@@ -286,12 +310,13 @@ class Decision(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-# "state IN ('held', 'confirmed')", as in the migration that made the index.
-_LIVE_HOLD_SQL = "state IN (" + ", ".join(f"'{x}'" for x in LIVE_HOLDS) + ")"
+# As in the migration that made the index: one confirmed seat per referral.
+_CONFIRMED_HOLD_SQL = "state = 'confirmed'"
 
 class SeatHold(Base):
     """One seat of a service, held for a referral's proposal, then confirmed (accepted) or
-    released (declined, expired, cancelled, completed). A referral holds at most one seat."""
+    released (declined, expired, cancelled, completed, withdrawn). A referral holds one seat,
+    or, while an unanswered crisis is escalated, one per open proposal until one is accepted."""
 
     __tablename__ = "seat_hold"
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -307,9 +332,9 @@ class SeatHold(Base):
     released_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     __table_args__ = (
         Index("ix_seat_hold_state_expires", "state", "expires_at"),
-        # The database itself refuses a second live seat for one referral.
-        Index("uq_seat_hold_one_live_per_referral", "referral_id", unique=True,
-              sqlite_where=text(_LIVE_HOLD_SQL), postgresql_where=text(_LIVE_HOLD_SQL)),
+        # The database itself refuses a second accepted seat for one referral.
+        Index("uq_seat_hold_one_confirmed_per_referral", "referral_id", unique=True,
+              sqlite_where=text(_CONFIRMED_HOLD_SQL), postgresql_where=text(_CONFIRMED_HOLD_SQL)),
         Index("ix_seat_hold_service_state", "service_id", "state"),
     )
 

@@ -78,6 +78,8 @@ EXCLUSIONS: dict[str, tuple[str, str]] = {
     "lapsed": ("tidak menanggapi usulan sebelumnya dalam batas waktu",
                "did not answer an earlier proposal in time"),
     "taken": ("kursi terakhir baru saja diambil rujukan lain", "the last seat was just taken by another referral"),
+    "proposed": ("sudah diusulkan rujukan ini, menunggu jawaban",
+                 "already proposed this referral, waiting for an answer"),
 }
 
 # Nearness levels, the higher the nearer.
@@ -270,12 +272,14 @@ class Ranking:
 
 
 def rank(f: ReferralFacts, services: list[ServiceView], declined: frozenset[str] = frozenset(),
-         lapsed: frozenset[str] = frozenset()) -> Ranking:
+         lapsed: frozenset[str] = frozenset(), proposed: frozenset[str] = frozenset()) -> Ranking:
     """Every service judged; never one that declined this referral (or let an earlier
-    proposal of it lapse) again."""
+    proposal of it lapse) again, nor one it is proposed to now (an escalation asks another)."""
     verdicts = []
     for s in sorted(services, key=lambda s: s.id):
-        if s.id in declined:
+        if s.id in proposed:
+            v = Verdict(s, eligible=False).exclude("proposed")
+        elif s.id in declined:
             v = Verdict(s, eligible=False).exclude("declined")
         elif s.id in lapsed:
             v = Verdict(s, eligible=False).exclude("lapsed")

@@ -59,9 +59,9 @@ def not_found(service_id: str) -> HTTPException:
 
 
 def wake_waitlist(matching: Matching, service_ids: list[str]) -> None:
-    """More seats or a service matchable anew: waitlisted referrals may fit now."""
-    if service_ids:
-        matching.kick_waitlist(service_ids)
+    """After a directory write: waiting referrals the change could serve are matched again
+    now, and for more seats or a service matchable anew, the waitlist is served."""
+    matching.directory_changed(service_ids)
 
 
 def woken(written: directory.Written) -> list[str]:

@@ -41,8 +41,8 @@ MAX_CANDIDATES_LISTED = 25
 class Propose(Protocol):
     """`propose` with this replica's index and hold durations."""
 
-    async def __call__(self, s: AsyncSession, case: ReferralCase, *, trigger: str,
-                       quiet: bool = False) -> list[Envelope]: ...
+    async def __call__(self, s: AsyncSession, case: ReferralCase, *, trigger: str, quiet: bool = False,
+                       proposed: frozenset[str] = frozenset(), only_if_found: bool = False) -> list[Envelope]: ...
 
 
 def facts_of(e: ReferralSubmitted) -> ReferralFacts:
@@ -88,16 +88,21 @@ async def decide(s: AsyncSession, e: ReferralSubmitted, propose: Propose) -> lis
 
 
 async def propose(s: AsyncSession, case: ReferralCase, *, index: DirectoryIndex, hold_routine: timedelta,
-                  hold_urgent: timedelta, trigger: str, quiet: bool = False) -> list[Envelope]:
+                  hold_urgent: timedelta, crisis_ack: timedelta, trigger: str, quiet: bool = False,
+                  proposed: frozenset[str] = frozenset(), only_if_found: bool = False) -> list[Envelope]:
     """Propose the best candidate with a free seat, holding that seat; else waitlist or
-    report unmatched. `quiet`: a waitlist retry that changes nothing records nothing."""
+    report unmatched. `quiet`: a retry that changes nothing records nothing. `proposed`:
+    services this referral is proposed to now, passed over (an escalation asks another);
+    `only_if_found`: when nobody can take it, change nothing and return nothing.
+
+    A crisis proposal escalates if nobody accepts it within `crisis_ack` (escalation.py)."""
     e = ReferralSubmitted.model_validate(case.facts)
     facts = facts_of(e)
-    passed_by = (frozenset(case.declined_service_ids or []), frozenset(case.lapsed_service_ids or []))
+    passed_by = (frozenset(case.declined_service_ids or []), frozenset(case.lapsed_service_ids or []), proposed)
     # The in-memory index answers when it can (see service_layer.index); should every
     # candidate of its best tiers have lost its seat meanwhile, the exact database
     # shortlist decides, as it always does for small directories and the waitlist.
-    fast = await index.shortlist(s, facts, *passed_by)
+    fast = await index.shortlist(s, facts, passed_by[0], passed_by[1] | proposed)
     decision_id = new_id()
     taken: set[str] = set()
     now = utcnow()
@@ -117,6 +122,7 @@ async def propose(s: AsyncSession, case: ReferralCase, *, index: DirectoryIndex,
                            receiver_id=receiver_id, state=HoldState.held, expires_at=expires))
             cands = candidate_list(verdict, ranking.chosen, ranking.excluded, taken)
             case.state, case.current_decision_id, case.updated_at = CaseState.proposed, decision_id, now
+            case.escalate_after = now + crisis_ack if facts.urgent else None
             s.add(Decision(id=decision_id, referral_id=case.referral_id, outcome=CaseState.proposed, service_id=svc.id,
                            reasons_id=verdict.reasons_id, reasons_en=verdict.reasons_en,
                            candidates=[c.model_dump() for c in cands], trigger=trigger, created_at=now))
@@ -128,10 +134,13 @@ async def propose(s: AsyncSession, case: ReferralCase, *, index: DirectoryIndex,
                 region_code=e.region_code, urgency=e.urgency, risk_flags=e.risk_flags, hold_expires_at=expires,
                 reasons_id=verdict.reasons_id, reasons_en=verdict.reasons_en,
                 recipients=[Recipient(receiver_id=receiver_id, contact_id=about.contact_id,
-                                      email=about.contact_email)],
+                                      email=about.contact_email, phone=about.reach.phone,
+                                      webhook_url=about.reach.webhook_url, channels=list(about.reach.channels))],
                 candidates=cands,
             ), source=SOURCE, subject=case.referral_id)]
 
+    if only_if_found:
+        return []
     # Nobody can take it now. If some were refused only for want of a seat, it waits; the
     # online services without a seat were left out of the shortlist: are any of them suitable?
     if not taken and not any(v.excluded_code == "full" for v in ranking.excluded):
@@ -162,7 +171,7 @@ async def propose(s: AsyncSession, case: ReferralCase, *, index: DirectoryIndex,
         cls = ReferralUnmatched
     if quiet and state == case.state:
         return []
-    case.state, case.current_decision_id, case.updated_at = state, None, now
+    case.state, case.current_decision_id, case.updated_at, case.escalate_after = state, None, now, None
     s.add(Decision(id=decision_id, referral_id=case.referral_id, outcome=state, service_id=None,
                    reasons_id=reasons_id, reasons_en=reasons_en, candidates=[c.model_dump() for c in cands],
                    trigger=trigger, created_at=now))

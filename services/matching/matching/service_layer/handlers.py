@@ -1,6 +1,7 @@
 """Matching's use cases, as the entry points and workers call them: a batch of events in
 one transaction (the table `HANDLERS` says which use case answers which event type), hold
-expiry, the waitlist, and the decisions recorded for a referral.
+expiry, crisis escalation, the waitlist, rematching after directory changes, and the
+decisions recorded for a referral.
 
 Every change to a referral happens with its case row locked (seats.lock_case) and every
 seat moves with a conditional UPDATE (seats.take / seats.release), so several matching
@@ -9,6 +10,7 @@ replicas can consume, expire and retry side by side.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -18,11 +20,19 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from matching.adapters.orm import Decision, Outbox, ProcessedEvent, ReferralCase
-from matching.service_layer import closed_loop, deciding, holds
+from matching.service_layer import closed_loop, deciding, escalation, holds, rematch
 from matching.service_layer.index import DirectoryIndex
 from matching.service_layer.waitlist import WaitlistRetry
 from shared.db import first_time
-from shared.events import Envelope, EventData, ReferralCancelled, ReferralResponse, ReferralSubmitted, utcnow
+from shared.events import (
+    Envelope,
+    EventData,
+    ReferralCancelled,
+    ReferralRematchRequested,
+    ReferralResponse,
+    ReferralSubmitted,
+    utcnow,
+)
 from shared.outbox import OutboxRelay, add_events
 from shared.streams.consumer import Message
 
@@ -36,10 +46,13 @@ class Matching:
     # A hold is expired this long after its deadline, so that an answer given in time at
     # the inbox (which refuses late answers itself) still reaches matching first.
     hold_grace: timedelta = timedelta(minutes=2)
+    # A crisis proposal not accepted within this escalates (see escalation.py).
+    crisis_ack: timedelta = timedelta(minutes=15)
     # This replica's own in-memory index of the directory (checked against the directory
     # version on every decision).
     index: DirectoryIndex = field(default_factory=DirectoryIndex)
     waitlist: WaitlistRetry = field(init=False)
+    _directory_changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
         self.waitlist = WaitlistRetry(self.sessions, self.relay, self.propose)
@@ -59,10 +72,37 @@ class Matching:
         if freed:
             self.kick_waitlist(freed)
 
-    async def propose(self, s: AsyncSession, case: ReferralCase, *, trigger: str,
-                      quiet: bool = False) -> list[Envelope]:
+    async def propose(self, s: AsyncSession, case: ReferralCase, *, trigger: str, quiet: bool = False,
+                      proposed: frozenset[str] = frozenset(), only_if_found: bool = False) -> list[Envelope]:
         return await deciding.propose(s, case, index=self.index, hold_routine=self.hold_routine,
-                                      hold_urgent=self.hold_urgent, trigger=trigger, quiet=quiet)
+                                      hold_urgent=self.hold_urgent, crisis_ack=self.crisis_ack, trigger=trigger,
+                                      quiet=quiet, proposed=proposed, only_if_found=only_if_found)
+
+    async def escalate_due(self, now: datetime | None = None, limit: int = 100) -> int:
+        return await escalation.escalate_due(self.sessions, self.relay, self.propose, now=now or utcnow(),
+                                             limit=limit)
+
+    def directory_changed(self, woke: Iterable[str] = ()) -> None:
+        """Called right after a directory write commits: the rematch pass runs now (for
+        every DirectoryChange left undone), and the waitlist for services with more seats."""
+        self._directory_changed.set()
+        woke = list(woke)
+        if woke:
+            self.kick_waitlist(woke)
+
+    async def wait_for_directory_change(self, timeout: float) -> None:
+        try:
+            await asyncio.wait_for(self._directory_changed.wait(), timeout)
+        except TimeoutError:
+            return
+        self._directory_changed.clear()
+
+    async def rematch_pending(self) -> int:
+        """Run the rematch pass of every directory change not done yet; how many moved."""
+        moved = 0
+        for change in await rematch.pending(self.sessions):
+            moved += await rematch.run_pass(self.sessions, self.relay, self.propose, change)
+        return moved
 
     async def expire_due(self, now: datetime | None = None, limit: int = 100) -> int:
         return await holds.expire_due(self.sessions, self.relay, self.propose,
@@ -99,9 +139,15 @@ async def _cancelled(m: Matching, s: AsyncSession, e: ReferralCancelled, freed: 
     return await closed_loop.cancel(s, e, freed)
 
 
+async def _rematch_requested(m: Matching, s: AsyncSession, e: ReferralRematchRequested,
+                             freed: set[str]) -> list[Envelope]:
+    return await rematch.requested(s, e, m.propose)
+
+
 # Which use case answers each event matching reads, by exact type; any other is ignored.
 HANDLERS: dict[type[EventData], Handler] = {
     ReferralSubmitted: _submitted,
     ReferralResponse: _responded,
     ReferralCancelled: _cancelled,
+    ReferralRematchRequested: _rematch_requested,
 }

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from matching.adapters.orm import Outbox, ReferralCase, SeatHold, Service
-from matching.domain.states import HoldState
+from matching.domain.states import CaseState, HoldState
 from matching.service_layer import seats
 from matching.service_layer.deciding import SOURCE, Propose
 from shared.events import Envelope, ReferralStatusChanged, ReferralSubmitted, utcnow
@@ -53,9 +53,15 @@ async def expire_due(sessions: async_sessionmaker[AsyncSession], relay: OutboxRe
                 status="hold_expired", actor="matching", at=utcnow(), urgency=facts.urgency,
                 risk_flags=facts.risk_flags,
             ), source=SOURCE, subject=referral_id))
-            if case.current_decision_id == hold.decision_id:
+            if case.state == CaseState.proposed:
                 case.lapsed_service_ids = [*(case.lapsed_service_ids or []), hold.service_id]
-                out.extend(await propose(s, case, trigger="hold_expired"))
+                # While a crisis escalates, another proposal may still be open: it stays.
+                still_open = await seats.open_holds(s, referral_id)
+                if still_open:
+                    if case.current_decision_id == hold.decision_id:
+                        case.current_decision_id = still_open[-1].decision_id
+                elif case.current_decision_id == hold.decision_id:
+                    out.extend(await propose(s, case, trigger="hold_expired"))
             add_events(s, Outbox, out)
         relay.kick()
         on_freed(freed)

@@ -56,9 +56,16 @@ async def confirm(s: AsyncSession, hold_id: str) -> bool:
     return bool(res.rowcount)  # type: ignore[attr-defined]
 
 
-async def live_hold(s: AsyncSession, referral_id: str) -> SeatHold | None:
-    return await s.scalar(select(SeatHold).where(SeatHold.referral_id == referral_id, SeatHold.state.in_(LIVE_HOLDS))
-                          .execution_options(populate_existing=True))
+async def live_holds(s: AsyncSession, referral_id: str) -> list[SeatHold]:
+    """The referral's seats in use: one, or one per open proposal while a crisis escalates."""
+    return list((await s.scalars(
+        select(SeatHold).where(SeatHold.referral_id == referral_id, SeatHold.state.in_(LIVE_HOLDS))
+        .order_by(SeatHold.created_at, SeatHold.id).execution_options(populate_existing=True))).all())
+
+
+async def open_holds(s: AsyncSession, referral_id: str) -> list[SeatHold]:
+    """The referral's proposals waiting for an answer (held seats), oldest first."""
+    return [h for h in await live_holds(s, referral_id) if h.state == HoldState.held]
 
 
 async def lock_case(s: AsyncSession, referral_id: str, *, skip_locked: bool = False) -> ReferralCase | None:

@@ -17,7 +17,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from matching.adapters.orm import Organization, Service, ServiceArea, ServiceCategory
+from matching.adapters.orm import Contact, Organization, Service, ServiceArea, ServiceCategory
+from matching.domain.contact_channels import Reach, reach
 from matching.domain.decision import ReferralFacts, ServiceView
 from shared import regions
 from shared.vocab import Modality
@@ -28,12 +29,18 @@ class Shortlist:
     views: list[ServiceView]  # without names: `describe` the one chosen
 
 
+EMAIL_ONLY = Reach("", "", ("email",))
+
+
 @dataclass(frozen=True)
 class Described:
     name: str
     organization_name: str
     contact_id: str
     contact_email: str
+    # The receiving contact's name and how else it is reached (the directory's HSDS contact).
+    contact_name: str = ""
+    reach: Reach = EMAIL_ONLY
 
 
 # Only what the decision weighs: names and contacts are read for the chosen service alone.
@@ -48,10 +55,14 @@ def _details() -> Any:  # a Select of COLUMNS
 
 async def describe(s: AsyncSession, service_id: str) -> Described:
     row = (await s.execute(
-        select(Service.name, Organization.name, Service.contact_id, Service.contact_email)
-        .join(Organization, Organization.id == Service.organization_id).where(Service.id == service_id)
+        select(Service.name, Organization.name, Service.contact_id, Service.contact_email,
+               Service.contact_webhook_url, Contact.name, Contact.phones)
+        .join(Organization, Organization.id == Service.organization_id)
+        .outerjoin(Contact, (Contact.service_id == Service.id) & (Contact.id == Service.contact_id))
+        .where(Service.id == service_id)
     )).one()
-    return Described(*row)
+    name, org, contact_id, email, hook, contact_name, phones = row
+    return Described(name, org, contact_id, email, contact_name or "", reach(email, hook, phones or ()))
 
 
 async def shortlist(s: AsyncSession, f: ReferralFacts, *, full_online: bool = False) -> Shortlist:
