@@ -134,6 +134,9 @@ REASON_LABELS: dict[str, tuple[str, str]] = {
     "cancelled": ("rujukan sudah dibatalkan", "the referral was already cancelled"),
     "not_current": ("usulan tidak berlaku lagi", "the proposal is no longer current"),
     "invalid_transition": ("tidak sesuai tahap rujukan", "out of turn for the referral's stage"),
+    # Why a crisis proposal escalated (referral.escalated) or a proposal was withdrawn.
+    "crisis_unanswered": ("usulan krisis belum diterima", "the crisis proposal was not accepted"),
+    "accepted_elsewhere": ("rujukan sudah diterima layanan lain", "another service accepted the referral first"),
 }
 
 

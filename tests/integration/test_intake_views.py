@@ -35,6 +35,7 @@ def before(r: Referral, timeline: list[TimelineEntry] | None = None) -> dict[str
              "reason": {"id": t.reason_id, "en": t.reason_en}}
             for t in timeline
         ]
+        view["handover"] = r.handover  # added with issue 11: null until accepted
     return view
 
 
@@ -114,6 +115,7 @@ async def test_every_route_declares_its_answer_and_documents_its_errors(database
         ("get", "/v1/referrals/{referral_id}"): ("ReferralWithTimeline", {404}),
         ("get", "/v1/referrals"): ("ReferralPage", set()),
         ("post", "/v1/referrals/{referral_id}/cancel"): ("ReferralWithTimeline", {404, 409}),
+        ("post", "/v1/referrals/{referral_id}/rematch"): ("ReferralWithTimeline", {404, 409}),
         ("post", "/v1/agencies"): ("AgencyWithKey", {409}),
         ("get", "/v1/agencies"): ("AgencyList", set()),
         ("post", "/v1/agencies/{agency_id}/keys/rotate"): ("AgencyWithKey", {404}),

@@ -17,6 +17,7 @@ from intake.entrypoints import (
     http,
     person_page,
     receivers,
+    rematch,
     sealed,
     streams,
     vocabularies,
@@ -61,8 +62,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return service_app(Service(
         name="intake", description="Agency API: submit referrals and follow them until they close.",
         migrations=MIGRATIONS, group=streams.GROUP, reads=streams.READS, wire=wire,
-        routers=[http.router, receivers.router, agencies.router, agency_staff.router, vocabularies.router,
-                 agency_pages.router, person_page.router, operator_pages("intake")],
+        routers=[http.router, rematch.router, receivers.router, agencies.router, agency_staff.router,
+                 vocabularies.router, agency_pages.router, person_page.router, operator_pages("intake")],
         audit_model=AuditEntry, templates=Path(__file__).parent / "templates" / "pages",
         install=sealed.install,  # personal data sealed with a key no longer configured: 409, not 500
     ), settings)

@@ -12,10 +12,11 @@ from fastapi import APIRouter, BackgroundTasks, Depends, Query, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import EmailStr, TypeAdapter, ValidationError
 
+from intake.domain.model import REMATCHABLE
 from intake.entrypoints import referral_form
 from intake.service_layer import views
 from intake.service_layer.referral_queries import ReferralFilter, search
-from intake.service_layer.referrals import Intake, NotFound, NotOpen, ReferralConflict
+from intake.service_layer.referrals import Intake, NotFound, NotOpen, NotRematchable, ReferralConflict
 from intake.service_layer.staff import SignedIn, Staff
 from shared import regions
 from shared.pmks import categories
@@ -218,6 +219,7 @@ async def referral_page(referral_id: str, request: Request, who: WhoDep, intake:
 def _detail(who: SignedIn, referral: views.ReferralWithTimeline, errors: dict[str, str]) -> dict[str, Any]:
     return {"who": who, "r": referral, "urgent": is_urgent(referral.urgency, list(referral.risk_flags)),
             "can_cancel": referral.status in OPEN_STATUSES, "reasons": list(CancelReason),
+            "can_rematch": referral.status in REMATCHABLE,
             "category": categories().get(referral.pmks_category), "region": regions.name(referral.region_code),
             "hold_expires_at": _moment(referral.match.hold_expires_at if referral.match else None),
             "errors": errors}
@@ -247,4 +249,19 @@ async def cancel_referral(referral_id: str, request: Request, who: WhoDep, intak
         await _referral(intake, who, referral_id, request)  # raises the page's 404
     except NotOpen:
         pass  # closed meanwhile: the page shows what it is now
+    return RedirectResponse(f"/agency/referrals/{referral_id}", status_code=303)
+
+
+@router.post("/agency/referrals/{referral_id}/rematch")
+async def rematch_referral(referral_id: str, request: Request, who: WhoDep, intake: IntakeDep) -> Response:
+    """Match again: the same use case as POST /v1/referrals/{id}/rematch."""
+    if who is None:
+        return to_signin()
+    await form_of(request)
+    try:
+        await views.rematch(intake, who.agency_id, referral_id)
+    except NotFound:
+        await _referral(intake, who, referral_id, request)  # raises the page's 404
+    except NotRematchable:
+        pass  # matched or closed meanwhile: the page shows what it is now
     return RedirectResponse(f"/agency/referrals/{referral_id}", status_code=303)

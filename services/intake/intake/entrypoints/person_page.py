@@ -92,4 +92,5 @@ def _shown(data: dict[str, Any], lang: str, _: Gettext) -> dict[str, Any]:
         "modality": names["modality"].get(client["modality"], client["modality"]) if client["modality"] else "",
         "contact": client["contact"], "narrative": data["narrative"],
         "may_contact": bool(data["consent"]["contact_by_provider"]),
+        "caseworker": data.get("caseworker"),
     }

@@ -18,7 +18,7 @@ from shared.web.i18n import Gettext
 # The form's fields, in the order the error summary lists them.
 FIELDS = ("external_ref", "pmks_category", "urgency", "risk_flags", "needs", "initials", "age", "gender",
           "province", "regency", "district", "languages", "modality", "contact_name", "phone", "email",
-          "consent_share", "consent_contact", "narrative")
+          "consent_share", "consent_contact", "narrative", "caseworker_name", "caseworker_phone", "caseworker_email")
 LISTS = ("needs", "risk_flags", "languages")
 # Where in the body each form field goes (the body's path -> the form's field).
 PLACES: dict[tuple[str, ...], str] = {
@@ -28,6 +28,8 @@ PLACES: dict[tuple[str, ...], str] = {
     ("client", "contact", "phone"): "phone", ("client", "contact", "email"): "email",
     ("client", "consent", "share_with_provider"): "consent_share",
     ("client", "consent", "contact_by_provider"): "consent_contact",
+    ("caseworker", "name"): "caseworker_name", ("caseworker", "phone"): "caseworker_phone",
+    ("caseworker", "email"): "caseworker_email",
 }
 FORM_REF = re.compile(r"^WEB-[A-Z0-9]{12}$")
 ANSWERS = {"yes": True, "no": False}
@@ -72,6 +74,10 @@ def messages(_: Gettext) -> dict[str, str]:
         "consent_share": _("Consent to share: read the question to the person and record the answer."),
         "consent_contact": _("Consent to be contacted: read the question to the person and record the answer."),
         "narrative": _("Situation: at most 10,000 characters, without control characters."),
+        "caseworker_name": _("Caseworker: write the caseworker's name, or leave the three caseworker fields empty."),
+        "caseworker_phone": _("Caseworker's phone: digits, spaces or dashes, optionally starting with +, "
+                              "or leave it empty."),
+        "caseworker_email": _("Caseworker's e-mail: write an address such as name@agency.go.id, or leave it empty."),
     }
 
 
@@ -128,6 +134,10 @@ def body_of(values: dict[str, str], lists: dict[str, list[str]], region: str | N
         "urgency": values.get("urgency") or "routine", "risk_flags": lists.get("risk_flags", []),
         "client": {k: v for k, v in client.items() if v is not None}, "narrative": values.get("narrative", ""),
     }
+    caseworker = {key: value for key in ("name", "phone", "email")
+                  if (value := values.get(f"caseworker_{key}", "").strip())}
+    if caseworker:  # all three empty: no caseworker named
+        body["caseworker"] = {"name": "", **caseworker}
     return body
 
 

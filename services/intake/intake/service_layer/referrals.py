@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from intake.adapters.crypto import FieldCipher
 from intake.adapters.orm import Agency, Outbox, ProcessedEvent, Referral, RevokedCredential, TimelineEntry
-from intake.domain.model import ReferralRequest, may_move
+from intake.domain.model import REMATCHABLE, ReferralRequest, may_move
 from intake.service_layer.agencies import Agencies
 from shared.db import first_time
 from shared.events import (
@@ -23,7 +23,10 @@ from shared.events import (
     NotificationSent,
     ReceiverCredentialRevoked,
     ReferralCancelled,
+    ReferralEscalated,
     ReferralMatched,
+    ReferralProposalWithdrawn,
+    ReferralRematchRequested,
     ReferralResponseRefused,
     ReferralStatusChanged,
     ReferralSubmitted,
@@ -54,6 +57,10 @@ class NotFound(Exception):
 
 class NotOpen(Exception):
     """The referral is closed (completed, unmatched or cancelled): nothing left to cancel."""
+
+
+class NotRematchable(Exception):
+    """Only an unmatched or waitlisted referral is matched again (the status is the message)."""
 
 
 @dataclass
@@ -101,6 +108,8 @@ class Intake:
             initials_enc=self.cipher.seal(c.initials, f"{rid}:initials"),
             contact_enc=self.cipher.seal(json.dumps(contact), f"{rid}:contact"),
             narrative_enc=self.cipher.seal(req.narrative, f"{rid}:narrative"),
+            caseworker_enc=None if req.caseworker is None else self.cipher.seal(
+                req.caseworker.model_dump_json(), f"{rid}:caseworker"),
             created_at=now, updated_at=now,
         )
         referral = Referral(**row)  # what the caller answers from; the row is written below
@@ -171,6 +180,41 @@ class Intake:
             "contact": json.loads(self.cipher.open(referral.contact_enc, f"{referral.id}:contact")),
         }
 
+    def caseworker(self, referral: Referral) -> dict[str, Any] | None:
+        """The agency's caseworker (name, phone, email), decrypted; None when none was given."""
+        if referral.caseworker_enc is None:
+            return None
+        found: dict[str, Any] = json.loads(self.cipher.open(referral.caseworker_enc, f"{referral.id}:caseworker"))
+        return found
+
+    # --- matching again -----------------------------------------------------------------
+
+    async def rematch(self, agency_id: str, referral_id: str) -> Referral:
+        """The agency asks to match an unmatched or waitlisted referral again: a timeline step
+        and `referral.rematch_requested` to matching (in the submissions' lane for its
+        urgency), in one transaction."""
+        now = utcnow()
+        async with self.sessions() as s, s.begin():
+            referral = await s.get(Referral, referral_id, with_for_update=True)
+            if referral is None or referral.agency_id != agency_id:
+                raise NotFound(referral_id)
+            if referral.status not in REMATCHABLE:
+                raise NotRematchable(referral.status)
+            event = Envelope.wrap(ReferralRematchRequested(
+                referral_id=referral_id, agency_id=agency_id, requested_at=now, urgency=referral.urgency,
+                risk_flags=referral.risk_flags,
+            ), source=SOURCE, subject=referral_id)
+            referral.updated_at = now
+            s.add(TimelineEntry(
+                referral_id=referral_id, event_id=event.id, at=now, kind="rematch_requested", status=None,
+                actor=f"agency:{agency_id}",
+                reason_id="Lembaga perujuk meminta pencocokan ulang dengan layanan yang ada sekarang",
+                reason_en="The referring agency asked to match again with the services there are now",
+            ))
+            add_events(s, Outbox, [event])
+        self.relay.kick()
+        return referral
+
     # --- cancellation -------------------------------------------------------------------
 
     async def cancel(self, agency_id: str, referral_id: str, reason_code: str) -> Referral:
@@ -232,6 +276,15 @@ async def record_step(s: AsyncSession, env: Envelope, data: EventData) -> None:
         referral.updated_at = utcnow()
         if step.matched_service is not None:
             referral.matched_service = step.matched_service
+            decision = step.matched_service["decision_id"]
+            referral.proposals = {**(referral.proposals or {}), decision: step.matched_service}
+        if step.status == ReferralStatus.accepted:
+            # The proposal accepted first is the referral's service (an escalation may have
+            # proposed another since), and its contact is the agency's handover from now on.
+            accepted = (referral.proposals or {}).get(step.decision_id or "")
+            if accepted is not None:
+                referral.matched_service = accepted
+            referral.handover = step.handover
     s.add(TimelineEntry(
         referral_id=step.referral_id, event_id=env.id, at=env.time, kind=step.kind,
         status=step.status if moved else None, actor=step.actor, reason_id=step.reason_id,
@@ -240,8 +293,9 @@ async def record_step(s: AsyncSession, env: Envelope, data: EventData) -> None:
 
 
 def request_bytes(req: ReferralRequest) -> bytes:
-    """The submission as its idempotency digest covers it (validated and normalised)."""
-    return req.model_dump_json().encode()
+    """The submission as its idempotency digest covers it (validated and normalised). Without
+    a caseworker, as before there was one: a repeat of an older submission still matches."""
+    return req.model_dump_json(exclude={"caseworker"} if req.caseworker is None else None).encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,6 +310,9 @@ class TimelineStep:
     reason_en: str
     # A proposal's service, kept on the referral when it moves to proposed.
     matched_service: dict[str, Any] | None = None
+    # With an acceptance: the proposal accepted, and whom the agency calls (the directory's contact).
+    decision_id: str | None = None
+    handover: dict[str, Any] | None = None
 
 
 def proposed_step(d: ReferralMatched) -> TimelineStep:
@@ -326,7 +383,31 @@ def status_step(d: ReferralStatusChanged) -> TimelineStep:
     }[d.status]
     return TimelineStep(d.referral_id, d.status, ReferralStatus(d.status), d.actor,
                         f"{words[0]} {svc}" + (f": {why_id}" if why_id else ""),
-                        f"{words[1]} {svc}" + (f": {why_en}" if why_en else ""))
+                        f"{words[1]} {svc}" + (f": {why_en}" if why_en else ""),
+                        decision_id=d.decision_id,
+                        handover=d.handover.model_dump() if d.status == "accepted" and d.handover else None)
+
+
+def escalated_step(d: ReferralEscalated) -> TimelineStep:
+    """Why a crisis proposal escalated: nobody accepted it in time; who was proposed as well."""
+    why_id, why_en = reason_label(d.reason_code)
+    waited = round(d.minutes_waited)
+    if d.service_id:
+        then_id = "layanan lain yang menangani krisis juga diusulkan; yang pertama menerima mendapat rujukan"
+        then_en = "another crisis-capable service was proposed as well; the first to accept takes the referral"
+    else:
+        then_id = "tidak ada lagi layanan lain yang menangani krisis; operator yang bertugas diberi tahu"
+        then_en = "no other crisis-capable service is left; the operators on duty are alerted"
+    return TimelineStep(d.referral_id, "escalated", None, "matching",
+                        f"Eskalasi tingkat {d.level}: {why_id} setelah {waited} menit; {then_id}",
+                        f"Escalation level {d.level}: {why_en} after {waited} minutes; {then_en}")
+
+
+def withdrawn_step(d: ReferralProposalWithdrawn) -> TimelineStep:
+    why_id, why_en = reason_label(d.reason_code)
+    return TimelineStep(d.referral_id, "withdrawn", None, "matching",
+                        f"Usulan kepada layanan lain ditarik dan kursinya dilepas: {why_id}",
+                        f"The proposal to another service was withdrawn and its seat released: {why_en}")
 
 
 # Which step each event adds to the timeline, by its exact type.
@@ -335,6 +416,8 @@ TIMELINE_STEPS: dict[type[EventData], Callable[[Any], TimelineStep]] = {
     ReferralWaitlisted: waitlisted_step,
     ReferralUnmatched: unmatched_step,
     ReferralStatusChanged: status_step,
+    ReferralEscalated: escalated_step,
+    ReferralProposalWithdrawn: withdrawn_step,
     ReferralResponseRefused: refused_step,
     NotificationSent: notified_step,
     NotificationFailed: notification_failed_step,

@@ -3,8 +3,9 @@
 Only the receiver the referral was proposed to (the receiver id matching issued, never an
 HSDS contact id), once it accepted (and until the referral closes), with a valid grant
 signed by notify whose credential was not revoked since; only what the person consented
-to (contact details only with `contact_by_provider`); and every reading recorded on the
-timeline, so the referring agency sees who read what, and when.
+to (contact details only with `contact_by_provider`), with the agency's caseworker for the
+handover; and every reading recorded on the timeline, so the referring agency sees who read
+what, and when.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ async def read_for_receiver(intake: Intake, grant: Grant, referral_id: str) -> d
             reason_en="The receiver opened the personal data: " + ", ".join(shown),
         ))
         narrative = intake.cipher.open(referral.narrative_enc, f"{referral.id}:narrative")
+        caseworker = intake.caseworker(referral)
     return {
         "referral_id": referral.id,
         "referring_agency": agency.name if agency else referral.agency_id,
@@ -66,6 +68,8 @@ async def read_for_receiver(intake: Intake, grant: Grant, referral_id: str) -> d
         },
         "narrative": narrative,
         "consent": {"share_with_provider": referral.consent_share, "contact_by_provider": referral.consent_contact},
+        # Whom to call at the referring agency (staff, not the person: no consent needed); null if not given.
+        "caseworker": caseworker,
         "note": None if referral.consent_contact else (
             "Klien tidak mengizinkan dihubungi langsung; hubungi melalui lembaga perujuk. / "
             "The person did not consent to be contacted directly; go through the referring agency."),

@@ -67,8 +67,8 @@ class TimelineItem(BaseModel):
 
     at: IsoTime
     kind: str = Field(description="submitted, proposed, waitlisted, unmatched, accepted, declined, in_progress, "
-                                  "completed, cancelled, hold_expired, notified, notification_failed, "
-                                  "response_refused")
+                                  "completed, cancelled, hold_expired, escalated, withdrawn, rematch_requested, "
+                                  "notified, notification_failed, response_refused, personal_data_viewed")
     status: ReferralStatus | None = Field(description="the status the referral moved to; null when it did not move")
     actor: str = Field(description="agency:<id>, matching, notify or receiver:<id>")
     reason: Reason
@@ -90,14 +90,30 @@ class ReferralView(BaseModel):
     match: ProposedService | None = Field(description="the service proposed, once matching proposed one")
 
 
+class Handover(BaseModel):
+    """Whom the agency calls at the service that accepted: its professional contact, as the
+    directory gives it (never the person referred)."""
+
+    name: str = ""
+    phone: str = ""
+    email: str = ""
+
+
 class ReferralWithTimeline(ReferralView):
     timeline: list[TimelineItem] = Field(description="every step, oldest first")
+    handover: Handover | None = Field(
+        default=None, description="the accepting service's contact: once accepted, null before")
 
 
 class ReferralPage(BaseModel):
-    items: list[ReferralView] = Field(description="newest first")
+    items: list[ReferralView] = Field(description="newest first; with updated_since or cursor: in the order they "
+                                                  "changed, oldest change first")
     limit: int
     offset: int
+    next_cursor: str | None = Field(default=None, description=(
+        "with updated_since or cursor: pass it as `cursor` for the changes after this page (also when the page "
+        "is empty: polling with it again misses nothing); null otherwise"))
+    has_more: bool | None = Field(default=None, description="with updated_since or cursor: another page is ready")
 
 
 def _fields(r: Referral) -> dict[str, Any]:
@@ -117,7 +133,8 @@ def referral_view(r: Referral) -> ReferralView:
 
 
 def with_timeline(r: Referral, timeline: list[TimelineEntry]) -> ReferralWithTimeline:
-    return ReferralWithTimeline(**_fields(r), timeline=[_step(t) for t in timeline])
+    return ReferralWithTimeline(**_fields(r), timeline=[_step(t) for t in timeline],
+                                handover=None if r.handover is None else Handover.model_validate(r.handover))
 
 
 async def submit(intake: Intake, agency_id: str, req: ReferralRequest) -> tuple[ReferralView, bool]:
@@ -134,6 +151,12 @@ async def referrals(intake: Intake, agency_id: str, status: ReferralStatus | Non
                     offset: int) -> ReferralPage:
     items = await intake.list_for_agency(agency_id, status, limit, offset)
     return ReferralPage(items=[referral_view(r) for r in items], limit=limit, offset=offset)
+
+
+async def rematch(intake: Intake, agency_id: str, referral_id: str) -> ReferralWithTimeline:
+    """Ask matching to try again, then read the referral back with the step it added."""
+    await intake.rematch(agency_id, referral_id)
+    return await referral(intake, agency_id, referral_id)
 
 
 async def cancel(intake: Intake, agency_id: str, referral_id: str, reason_code: str) -> ReferralWithTimeline:
