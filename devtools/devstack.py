@@ -37,6 +37,7 @@ from typing import Any
 
 import yaml
 
+from devtools.fake_gateway import FakeGateway
 from devtools.mailcatcher import MailCatcher
 from devtools.redis_server import RedisProcess
 
@@ -188,6 +189,7 @@ class Stack:
         self.env["RUJUKAN_ENV"] = "development"
         self.redis: RedisProcess | None = None
         self.mail: MailCatcher | None = None
+        self.gateway: FakeGateway | None = None  # SMS and WhatsApp, kept under var/messages
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.proxy_port = int(self.env.get("RUJUKAN_PROXY_PORT", "8080"))
         self.proxy_host = self.env.get("RUJUKAN_PROXY_HOST", "127.0.0.1")
@@ -216,6 +218,8 @@ class Stack:
                                                    flush=True)
             smtp_url = self.mail.url
         self.redis_url, self.smtp_url = redis_url, smtp_url
+        if not (self.env.get("SMS_GATEWAY_URL") or self.env.get("WHATSAPP_GATEWAY_URL")):
+            self.gateway = FakeGateway(self.var / "messages", int(self.env.get("RUJUKAN_GATEWAY_PORT", "0"))).start()
         for name in APP_SERVICES:
             self._spawn(name)
         self._spawn(PROXY)
@@ -241,6 +245,9 @@ class Stack:
             env["PUBLIC_URL"] = self.env.get("PUBLIC_URL") or self.origin
         if "INTAKE_PUBLIC_URL" in env:
             env["INTAKE_PUBLIC_URL"] = self.env.get("PUBLIC_URL") or self.origin
+        if self.gateway is not None and "SMS_GATEWAY_URL" in env:
+            env["SMS_GATEWAY_URL"] = f"{self.gateway.url}/sms"
+            env["WHATSAPP_GATEWAY_URL"] = f"{self.gateway.url}/whatsapp"
         self._popen(name, [sys.executable if c == "python" else c for c in spec.command], env)
 
     def _popen(self, name: str, cmd: list[str], env: dict[str, str]) -> None:
@@ -299,6 +306,8 @@ class Stack:
                 proc.kill()
         if self.redis is not None:
             self.redis.stop()
+        if self.gateway is not None:
+            self.gateway.stop()
         if self.mail is not None:
             self.mail.stop()
 

@@ -48,6 +48,38 @@ class Delivery(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class ChannelDelivery(Base):
+    """A message on a receiver's other channel (its webhook, SMS, WhatsApp), or an alert to
+    the operators' webhook: one per decision, receiver, kind and channel (unique), with its
+    attempts recorded like a mail's. Its text is built when it is sent (the sign-in link is
+    never stored); `address` is the URL or phone number it goes to (for the operators'
+    webhook, empty: the setting's URL when it is sent)."""
+
+    __tablename__ = "channel_delivery"
+    __table_args__ = (
+        UniqueConstraint("decision_id", "receiver_id", "kind", "channel",
+                         name="uq_channel_delivery_decision_receiver_kind_channel"),
+        Index("ix_channel_delivery_state_next", "state", "next_attempt_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    referral_id: Mapped[str] = mapped_column(String(32), index=True)
+    decision_id: Mapped[str] = mapped_column(String(32))
+    receiver_id: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(20))  # proposal, operator_alert
+    channel: Mapped[str] = mapped_column(String(16))  # webhook, sms, whatsapp
+    address: Mapped[str] = mapped_column(String(2000), default="")
+    urgent: Mapped[bool] = mapped_column(default=False)
+    # What the message says besides its link: ids and codes only (JSON), never personal data.
+    payload: Mapped[dict[str, object]] = mapped_column(JSON, default=dict)
+    state: Mapped[str] = mapped_column(String(16), default=DeliveryState.pending)  # a DeliveryState
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class Proposal(Base):
     """A proposal in a receiver's inbox: what was sent to that receiver (no personal data of
     the person referred), and where it stands from the receiver's side."""

@@ -86,6 +86,14 @@ NOTICES: dict[str, tuple[str, str, str, str]] = {
         "This referral was cancelled by the referring agency. The seat it held or used was released.",
         "Please stop any follow-up of this referral.",
     ),
+    "withdrawn": (
+        "Usulan rujukan ini ditutup: layanan lain sudah menerimanya lebih dahulu. Kursi yang ditahan "
+        "untuk Anda telah dilepas.",
+        "Tidak ada yang perlu Anda lakukan; mohon jangan menindaklanjuti rujukan ini.",
+        "This referral proposal is closed: another service accepted it first. The seat held for you "
+        "was released.",
+        "Nothing is needed from you; please do not follow this referral up.",
+    ),
     "response_refused": (
         "Tanggapan Anda untuk rujukan ini tidak dapat diterapkan.",
         "Lihat status terbaru di kotak masuk Rujukan Anda.",
@@ -102,7 +110,8 @@ def notice(kind: str, *, referral_id: str, organization_name: str, service_name:
     headline_id, action_id, headline_en, action_en = NOTICES[kind]
     reason_id, reason_en = reason_label(reason_code)
     topic = {"hold_expired": "Batas waktu habis", "cancelled": "Rujukan dibatalkan",
-             "response_refused": "Tanggapan tidak diterapkan"}[kind]
+             "response_refused": "Tanggapan tidak diterapkan",
+             "withdrawn": "Usulan ditutup"}[kind]
     prefix = f"[{URGENCY_ID[urgency].upper()}] " if urgency != "routine" else ""
     subject = f"{prefix}{topic}: {cat.nama if cat else pmks_category} — {regions.name(region_code)} ({referral_id})"
     body = _env().get_template("notice.txt.j2").render(
@@ -151,3 +160,52 @@ def masked_address(email: str) -> str:
     it (`f***@example.org`)."""
     local, _, domain = email.partition("@")
     return f"{local[:1]}***@{domain}" if domain else "***"
+
+
+def reminder(*, referral_id: str, organization_name: str, service_name: str, pmks_category: str,
+             region_code: str, hold_expires_at: datetime) -> tuple[str, str]:
+    """(subject, body) of the one reminder before a routine proposal's hold runs out; the
+    sign-in link is added when it is sent (`access_section`)."""
+    cat = categories().get(pmks_category)
+    subject = f"Pengingat: {cat.nama if cat else pmks_category} — {regions.name(region_code)} ({referral_id})"
+    body = _env().get_template("reminder.txt.j2").render(
+        organization_name=organization_name, service_name=service_name, referral_id=referral_id,
+        category_id=cat.nama if cat else pmks_category, category_en=cat.english if cat else pmks_category,
+        region=f"{regions.name(region_code)} ({region_code})",
+        hold_expires_at=local_hold(hold_expires_at, region_code),
+        hold_expires_at_en=local_hold(hold_expires_at, region_code, "en"))
+    return subject, body
+
+
+def operator_alert(*, referral_id: str, decision_id: str, previous_decision_id: str, service_id: str, level: int,
+                   reason_code: str, minutes_waited: float, urgency: str, risk_flags: list[str],
+                   pmks_category: str, region_code: str) -> tuple[str, str]:
+    """(subject, body) of the alert to the operators on duty when a crisis proposal escalates:
+    ids, codes, category and region only."""
+    cat = categories().get(pmks_category)
+    category = f"{cat.nama} / {cat.english}" if cat else pmks_category or "-"
+    region = f"{regions.name(region_code)} ({region_code})" if region_code else "-"
+    subject = f"[ESKALASI {level}] Rujukan krisis belum diterima / Crisis unanswered: {referral_id}"
+    body = _env().get_template("operator_alert.txt.j2").render(
+        referral_id=referral_id, decision_id=decision_id, previous_decision_id=previous_decision_id,
+        service_id=service_id, level=level, reason_code=reason_code, minutes_waited=f"{minutes_waited:.0f}",
+        urgency=urgency, risk_flags=risk_flags, category=category, region=region)
+    return subject, body
+
+
+def channel_text(*, pmks_category: str, region_code: str, signin_url: str, reminder: bool = False) -> str:
+    """An SMS or WhatsApp message: the category, the area and the sign-in link, nothing else."""
+    cat = categories().get(pmks_category)
+    what = "Pengingat rujukan" if reminder else "Rujukan baru"
+    return f"Rujukan: {what} {cat.nama if cat else pmks_category}, {regions.name(region_code)}. {signin_url}"
+
+
+def webhook_secret(*, service_id: str) -> tuple[str, str]:
+    """(subject, body) of the mail that brings a receiver its webhook's signing secret,
+    without the secret: `webhook_secret_section` adds it when the mail is sent."""
+    subject = f"Kunci webhook Rujukan / Rujukan webhook secret — {service_id}"
+    return subject, _env().get_template("webhook_secret.txt.j2").render(service_id=service_id)
+
+
+def webhook_secret_section(secret: str) -> str:
+    return _env().get_template("webhook_secret_section.txt.j2").render(secret=secret)

@@ -10,6 +10,7 @@ class DeliveryState(StrEnum):
     pending = "pending"  # queued, or failed and waiting for its next attempt
     sent = "sent"
     failed = "failed"  # for good: out of attempts, or nothing left to send
+    dropped = "dropped"  # no longer wanted when due (a reminder after an answer, an unset channel)
 
 
 class ProposalStatus(StrEnum):

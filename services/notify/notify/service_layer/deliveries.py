@@ -20,12 +20,26 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import aliased
 
+from notify.adapters.channels import receiver_secret
 from notify.adapters.mailer import Mailer
-from notify.adapters.orm import Delivery, Outbox, ProcessedEvent, Proposal, SigninCode
-from notify.domain.messages import access_section, inbox_link, proposal, proposal_html, token_section
-from notify.domain.states import DeliveryState
+from notify.adapters.orm import ChannelDelivery, Delivery, Outbox, ProcessedEvent, Proposal, SigninCode
+from notify.domain.messages import (
+    access_section,
+    inbox_link,
+    operator_alert,
+    proposal,
+    proposal_html,
+    reminder,
+    token_section,
+    webhook_secret,
+    webhook_secret_section,
+)
+from notify.domain.states import DeliveryState, ProposalStatus
+from notify.service_layer.channels import ChannelRounds, queue_channels
 from notify.service_layer.credentials import (
     WHOLE_INBOX,
     discard_system_tokens,
@@ -41,6 +55,7 @@ from shared.events import (
     NotificationFailed,
     NotificationSent,
     ReceiverRegistered,
+    ReferralEscalated,
     ReferralMatched,
     new_id,
     utcnow,
@@ -52,7 +67,12 @@ log = logging.getLogger("rujukan.notify")
 SOURCE = "rujukan/notify"
 # Mails that belong to no referral (no notification event): an operator's system token, and
 # the link to a receiver's whole inbox asked for from its pages.
-NO_REFERRAL = ("system_token", "inbox_link")
+NO_REFERRAL = ("system_token", "inbox_link", "webhook_secret")
+# Mails of a referral that are not the receiver's (no notification event either): the alert
+# to the operators on duty when a crisis proposal escalates.
+NO_EVENT = (*NO_REFERRAL, "operator_alert")
+# The operators on duty, as a delivery's receiver (its address is the setting's, when sent).
+OPERATORS = "operators"
 
 
 @dataclass
@@ -68,6 +88,14 @@ class Notify:
     # Where receivers sign in (the proposal mail's link), and how long that link works.
     public_url: str = "http://127.0.0.1:8003"
     signin_code_ttl: timedelta = timedelta(hours=24)
+    # The operators on duty (OPERATOR_ALERT_EMAILS): where an escalation's alert is mailed.
+    operator_emails: tuple[str, ...] = ()
+    # Derives each receiver's webhook secret (adapters.channels.receiver_secret).
+    webhook_key: str = ""
+    # A routine proposal's one reminder goes out this long before its hold runs out (0: none).
+    reminder_before: timedelta = timedelta(hours=12)
+    # The other channels' rounds, woken when a batch queued messages for them.
+    channel_rounds: ChannelRounds | None = None
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     # Set when an urgent delivery is queued: a round sending routine mail stops for it.
     _urgent_queued: asyncio.Event = field(default_factory=asyncio.Event)
@@ -91,6 +119,8 @@ class Notify:
             if urgent:
                 self._urgent_queued.set()
             self._wake.set()
+            if self.channel_rounds is not None:
+                self.channel_rounds.wake()
 
     async def deliveries_of(self, referral_id: str) -> list[Delivery]:
         """A referral's deliveries, oldest first (for operators: how mail went)."""
@@ -112,6 +142,7 @@ class Notify:
         while not self._stopping.is_set():
             self._wake.clear()
             try:
+                await self.queue_reminders()
                 sent = await self.deliver_due()
             except Exception as e:  # database away: retry on the next round
                 log.warning("delivery round failed: %s: %s", type(e).__name__, e)
@@ -120,6 +151,46 @@ class Notify:
                 continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval_s)
+
+    async def queue_reminders(self, limit: int = 200) -> int:
+        """Queue the one reminder of each routine proposal still unanswered whose hold runs
+        out within `reminder_before` (and began before that window: a hold shorter than it
+        gets none). At most once per proposal and receiver: the delivery's unique
+        (decision, receiver, kind) makes a second replica's insert fail, and this round's
+        transaction is simply given up (the other replica's reminder stands)."""
+        if self.reminder_before <= timedelta(0):
+            return 0
+        now = utcnow()
+        sent = aliased(Delivery)
+        reminded = (select(sent.id).where(sent.decision_id == Proposal.decision_id,
+                                          sent.receiver_id == Proposal.receiver_id, sent.kind == "reminder")
+                    .correlate(Proposal).exists())
+        try:
+            async with self.sessions() as s, s.begin():
+                due = (await s.execute(
+                    select(Proposal, Delivery.email)
+                    .join(Delivery, (Delivery.decision_id == Proposal.decision_id)
+                          & (Delivery.receiver_id == Proposal.receiver_id) & (Delivery.kind == "proposal"))
+                    .where(Proposal.status == ProposalStatus.proposed, Proposal.urgency == "routine",
+                           Proposal.hold_expires_at.is_not(None), Proposal.hold_expires_at > now,
+                           Proposal.hold_expires_at <= now + self.reminder_before, ~reminded)
+                    .limit(limit))).all()
+                n = 0
+                for p, email in due:
+                    hold = p.hold_expires_at
+                    if hold is None or p.risk_flags or hold - self.reminder_before < p.created_at:
+                        continue
+                    subject, body = reminder(referral_id=p.referral_id, organization_name=p.organization_name,
+                                             service_name=p.service_name, pmks_category=p.pmks_category,
+                                             region_code=p.region_code, hold_expires_at=hold)
+                    s.add(Delivery(id=new_id(), referral_id=p.referral_id, decision_id=p.decision_id,
+                                   receiver_id=p.receiver_id, kind="reminder", email=email, subject=subject,
+                                   body=body, urgent=False))
+                    n += 1
+        except IntegrityError:
+            log.info("reminders queued by another replica meanwhile")
+            return 0
+        return n
 
     async def deliver_due(self, limit: int = 50) -> int:
         """Send what is due, urgent first. Returns how many were attempted.
@@ -191,8 +262,24 @@ class Notify:
                 .execution_options(synchronize_session=False))).all()
             claimed = []
             for r in sorted(rows, key=lambda r: (not r.urgent, r.created_at)):
-                body, code_id, html, subject = r.body, None, None, r.subject
-                if r.kind == "proposal":
+                body, code_id, html, subject, email = r.body, None, None, r.subject, r.email
+                if r.kind == "reminder":
+                    p = await s.get(Proposal, (r.decision_id, r.receiver_id))
+                    if p is None or p.status != ProposalStatus.proposed or (
+                            p.hold_expires_at is not None and p.hold_expires_at <= now):
+                        await self._drop(s, r.id, "answered, or its hold ran out, before the reminder went out")
+                        continue
+                    code_id, code = mint_signin_code(s, receiver_id=r.receiver_id, decision_id=r.decision_id,
+                                                     delivery_id=r.id, expires_at=expires_at)
+                    body += access_section(f"{base}/signin/{code}", expires_at, p.region_code)
+                elif r.kind == "operator_alert":
+                    if not self.operator_emails:
+                        await self._drop(s, r.id, "no OPERATOR_ALERT_EMAILS is set")
+                        continue
+                    email = ", ".join(self.operator_emails)
+                elif r.kind == "webhook_secret":
+                    body += webhook_secret_section(receiver_secret(self.webhook_key, r.receiver_id))
+                elif r.kind == "proposal":
                     code_id, code = mint_signin_code(s, receiver_id=r.receiver_id, decision_id=r.decision_id,
                                                      delivery_id=r.id, expires_at=expires_at)
                     # The page's sign-in (/signin/...): the mail's button opens the proposal page.
@@ -220,10 +307,15 @@ class Notify:
                         continue
                     body += token_section(token, f"{base}/v1/inbox")
                 claimed.append(_Claimed(id=r.id, referral_id=r.referral_id, decision_id=r.decision_id,
-                                        receiver_id=r.receiver_id, kind=r.kind, email=r.email,
+                                        receiver_id=r.receiver_id, kind=r.kind, email=email,
                                         subject=subject, body=body, urgent=r.urgent, attempts=r.attempts,
                                         code_id=code_id, html=html))
         return claimed
+
+    @staticmethod
+    async def _drop(s: AsyncSession, delivery_id: str, why: str) -> None:
+        await s.execute(update(Delivery).where(Delivery.id == delivery_id).values(
+            state=DeliveryState.dropped, last_error=why).execution_options(synchronize_session=False))
 
     async def _release(self, unsent: list[_Claimed]) -> None:
         """Give back what a round claimed but did not send: due at once, and the sign-in
@@ -255,7 +347,7 @@ class Notify:
                     .returning(Delivery.id).execution_options(synchronize_session=False))).all()
                 for delivery_id in marked:
                     d = sent[delivery_id]
-                    if d.kind in NO_REFERRAL:
+                    if d.kind in NO_EVENT:
                         log.info("delivery %s sent (%s %s)", d.id, d.kind, d.decision_id)
                         continue
                     events.append(Envelope.wrap(NotificationSent(
@@ -280,7 +372,7 @@ class Notify:
                                       .values(**values).execution_options(synchronize_session=False))
                 if not res.rowcount:  # type: ignore[attr-defined]
                     continue
-                if attempts >= self.max_attempts and d.kind in NO_REFERRAL:
+                if attempts >= self.max_attempts and d.kind in NO_EVENT:
                     log.error("delivery %s failed for good: %s", d.id, error)
                 elif attempts >= self.max_attempts:
                     events.append(Envelope.wrap(NotificationFailed(
@@ -307,16 +399,59 @@ async def queue_proposal(s: AsyncSession, e: ReferralMatched) -> int:
                                     .where(Delivery.decision_id == e.decision_id,
                                            Delivery.kind == "proposal"))).all())
     subject, body = proposal(e)
+    urgent = urgent_of(e.urgency, e.risk_flags)
     n = 0
     for r in e.recipients:
         if r.receiver_id in existing:
             continue
         s.add(Delivery(id=new_id(), referral_id=e.referral_id, decision_id=e.decision_id,
                        receiver_id=r.receiver_id, kind="proposal", email=r.email, subject=subject,
-                       body=body, urgent=urgent_of(e.urgency, e.risk_flags)))
+                       body=body, urgent=urgent))
         n += 1
+        if "webhook" in queue_channels(s, e, r, urgent):
+            n += await _mail_webhook_secret(s, r.receiver_id, r.email, e.service_id)
     await record_proposal(s, e)
     return n
+
+
+async def _mail_webhook_secret(s: AsyncSession, receiver_id: str, email: str, service_id: str) -> int:
+    """Once per receiver, the first time its webhook is used: mail it the secret that signs
+    its messages (derived, never stored; added to the mail when it is sent)."""
+    if await s.scalar(select(Delivery.id).where(Delivery.decision_id == receiver_id[:32],
+                                                Delivery.receiver_id == receiver_id,
+                                                Delivery.kind == "webhook_secret")) is not None:
+        return 0
+    subject, body = webhook_secret(service_id=service_id)
+    s.add(Delivery(id=new_id(), referral_id="", decision_id=receiver_id[:32], receiver_id=receiver_id,
+                   kind="webhook_secret", email=email, subject=subject, body=body, urgent=False))
+    return 1
+
+
+async def alert_operators(s: AsyncSession, e: ReferralEscalated) -> int:
+    """A crisis proposal escalated: the operators on duty get a mail (OPERATOR_ALERT_EMAILS)
+    and a signed webhook (OPERATOR_ALERT_WEBHOOK_URL, when set), once per escalation: ids,
+    codes, category and region only. (The new proposal is its own referral.matched.)"""
+    key = f"{e.previous_decision_id[:28]}-{e.level % 1000}"  # one alert per level of one proposal
+    if await s.scalar(select(Delivery.id).where(Delivery.decision_id == key, Delivery.receiver_id == OPERATORS,
+                                                Delivery.kind == "operator_alert")) is not None:
+        return 0
+    earlier = await s.scalar(select(Proposal).where(Proposal.decision_id == e.previous_decision_id).limit(1))
+    category, region = (earlier.pmks_category, earlier.region_code) if earlier else ("", "")
+    subject, body = operator_alert(
+        referral_id=e.referral_id, decision_id=e.decision_id, previous_decision_id=e.previous_decision_id,
+        service_id=e.service_id, level=e.level, reason_code=e.reason_code, minutes_waited=e.minutes_waited,
+        urgency=e.urgency, risk_flags=list(e.risk_flags), pmks_category=category, region_code=region)
+    fields = {"referral_id": e.referral_id, "decision_id": e.decision_id,
+              "previous_decision_id": e.previous_decision_id, "service_id": e.service_id, "level": e.level,
+              "reason_code": e.reason_code, "minutes_waited": e.minutes_waited, "urgency": e.urgency,
+              "risk_flags": list(e.risk_flags), "pmks_category": category, "region_code": region,
+              "at": e.at.isoformat()}
+    s.add(Delivery(id=new_id(), referral_id=e.referral_id, decision_id=key, receiver_id=OPERATORS,
+                   kind="operator_alert", email="", subject=subject, body=body, urgent=True))
+    s.add(ChannelDelivery(id=new_id(), referral_id=e.referral_id, decision_id=key, receiver_id=OPERATORS,
+                          kind="operator_alert", channel="operator_webhook", address="", urgent=True,
+                          payload={"type": "referral.escalated", "data": fields}))
+    return 1
 
 
 # Which handler answers each event notify reads, by its exact type; each returns how many
@@ -324,6 +459,7 @@ async def queue_proposal(s: AsyncSession, e: ReferralMatched) -> int:
 HANDLERS: dict[type[EventData], Callable[[AsyncSession, Any], Awaitable[int]]] = {
     ReceiverRegistered: register_receiver,
     ReferralMatched: queue_proposal,
+    ReferralEscalated: alert_operators,
     **CLOSED_LOOP,
 }
 

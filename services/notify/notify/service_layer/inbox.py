@@ -27,6 +27,7 @@ from shared.events import (
     EventData,
     ReferralCancelled,
     ReferralMatched,
+    ReferralProposalWithdrawn,
     ReferralResponse,
     ReferralResponseRefused,
     ReferralStatusChanged,
@@ -114,11 +115,22 @@ async def referral_cancelled(s: AsyncSession, data: ReferralCancelled) -> int:
                         data.reason_code)
 
 
+async def proposal_withdrawn(s: AsyncSession, data: ReferralProposalWithdrawn) -> int:
+    """Another proposal of the referral was accepted first: this one closes (withdrawn, shown
+    closed on the page and the API), and each of its receivers still waiting is told."""
+    items = await _items(s, Proposal.decision_id == data.decision_id)
+    if data.receiver_ids:
+        items = [p for p in items if p.receiver_id in data.receiver_ids]
+    return await _close(s, [p for p in items if p.status == ProposalStatus.proposed], ProposalStatus.withdrawn,
+                        "withdrawn", data.reason_code)
+
+
 # The closed loop's steps, by exact event type; each returns how many notices it queued.
 CLOSED_LOOP: dict[type[EventData], Callable[[AsyncSession, Any], Awaitable[int]]] = {
     ReferralStatusChanged: status_changed,
     ReferralResponseRefused: response_refused,
     ReferralCancelled: referral_cancelled,
+    ReferralProposalWithdrawn: proposal_withdrawn,
 }
 
 
