@@ -15,7 +15,14 @@ import pytest
 
 from devtools.mailcatcher import MailCatcher
 from intake.bootstrap import DEMO_STAFF_EMAIL, create_app
-from shared.events import Envelope, HandoverContact, ReferralUnmatched, ReferralWaitlisted
+from shared.events import (
+    Envelope,
+    HandoverContact,
+    ReferralProposalWithdrawn,
+    ReferralUnmatched,
+    ReferralWaitlisted,
+    utcnow,
+)
 from shared.streams.topology import SUBMITTED, SUBMITTED_URGENT, publish
 from shared.web.csrf import CSRF_COOKIE, CSRF_FIELD
 from tests.apps import DEMO_KEY, ONBOARDING_KEY, bearer, eventually, running
@@ -189,6 +196,17 @@ async def test_the_page_offers_match_again_with_its_form_token_and_shows_the_han
         assert "Rina" not in page  # the agency's own caseworker is not repeated to it
         api = (await client.get(f"/v1/referrals/{rid}", headers=bearer(DEMO_KEY))).json()
         assert api["handover"] == handover.model_dump()
+        # A step that moves no status is named on the page (in the page's language).
+        await publish(redis, [Envelope.wrap(ReferralProposalWithdrawn(
+            referral_id=rid, decision_id="D9", service_id="svc-9", reason_code="accepted_elsewhere", at=utcnow(),
+            urgency="routine"), source="rujukan/matching", subject=rid)])
+        await eventually(lambda: status_of_page(client, path, "Usulan ditarik"))
+        assert "rujukan sudah diterima layanan lain" in (await client.get(path)).text
+        client.cookies.set("rujukan_lang", "en")
+        english = (await client.get(path)).text
+        assert "Proposal withdrawn" in english
+        assert "Match again asked" in english
+        assert "Handover" in english
 
 
 async def status_of_page(client: httpx.AsyncClient, path: str, words: str) -> bool:
