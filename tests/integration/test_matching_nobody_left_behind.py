@@ -139,7 +139,9 @@ async def test_jayapura_unmatched_then_a_shelter_is_imported_and_it_is_matched_a
         assert rec.channels == ["email", "whatsapp", "sms", "webhook"]
         async with sessions() as s:
             case = await s.get(ReferralCase, e.referral_id)
-            assert case is not None and case.state == "proposed" and case.rematch_generation > 0
+            assert case is not None
+            assert case.state == "proposed"
+            assert case.rematch_generation > 0
 
         # Editing the shelter again (capacity) is another change, but the referral is proposed:
         # exactly one proposal, however many passes run.
@@ -228,7 +230,8 @@ async def test_asking_again_gives_a_service_that_let_the_hold_lapse_another_chan
     await world.matching.expire_due(now=utcnow() + timedelta(hours=73))
     assert (await world.case(e.referral_id)).state == "unmatched"  # type: ignore[union-attr]
     m = one(await world.send(rematch_request(e)), ReferralMatched)
-    assert m.service_id == first.service_id and m.decision_id != first.decision_id
+    assert m.service_id == first.service_id
+    assert m.decision_id != first.decision_id
 
 
 # --- Crisis escalation ---------------------------------------------------------------------
@@ -257,7 +260,8 @@ async def test_an_unanswered_crisis_escalates_to_the_next_crisis_capable_service
                for c in second.candidates)
     assert (esc.level, esc.reason_code, esc.service_id) == (1, "crisis_unanswered", second.service_id)
     assert (esc.decision_id, esc.previous_decision_id) == (second.decision_id, first.decision_id)
-    assert esc.minutes_waited >= 0.05 and esc.risk_flags == ["ongoing_violence"]
+    assert esc.minutes_waited >= 0.05
+    assert esc.risk_flags == ["ongoing_violence"]
     assert sorted(h.state for h in await world.holds()) == ["held", "held"]  # a seat held at each
     assert (await world.decisions(e.referral_id))[-1].trigger == "escalated"
     assert await escalate(world, after=timedelta(0)) == []  # the new proposal has its own time
@@ -333,7 +337,8 @@ async def test_one_of_two_holds_expiring_leaves_the_other_open(world: World) -> 
     assert [x.payload().status for x in out if x.type == ReferralStatusChanged.TYPE] == ["hold_expired"]
     assert of(out, ReferralMatched) == []
     case = await world.case(e.referral_id)
-    assert case is not None and (case.state, case.current_decision_id) == ("proposed", second.decision_id)
+    assert case is not None
+    assert (case.state, case.current_decision_id) == ("proposed", second.decision_id)
     assert one(await world.send(response(second, "accepted")), ReferralStatusChanged).status == "accepted"
 
 
