@@ -25,7 +25,7 @@ from devtools.fake_gateway import FakeGateway
 from devtools.mailcatcher import MailCatcher
 from notify.adapters.channels import GatewayChannel, Refused, WebhookChannel, check_url, receiver_secret
 from notify.adapters.mailer import Mailer
-from notify.bootstrap import MIGRATIONS
+from notify.bootstrap import MIGRATIONS, create_app
 from notify.service_layer.channels import ChannelRounds
 from notify.service_layer.deliveries import Notify
 from shared.db import make_engine, sessions, upgrade
@@ -37,7 +37,9 @@ from shared.events import (
     new_id,
     utcnow,
 )
-from tests.integration.test_notify_inbox import matched, receiver_of
+from shared.streams.topology import publish
+from tests.apps import OPERATIONS_KEY, bearer, eventually, running
+from tests.integration.test_notify_inbox import matched, receiver_of, settings, wrap
 from tests.mails import text_of
 from tests.matching_kit import message
 
@@ -393,3 +395,35 @@ async def test_a_reminder_queued_then_answered_is_dropped(database_url: str, mai
         assert not any(str(m["Subject"]).startswith("Pengingat") for m in mailbox.messages())
     finally:
         await p.close()
+
+
+async def test_the_service_sends_a_proposal_on_the_contacts_channels_and_operators_see_the_attempts(
+    database_url: str, redis_url: str, redis: Any, mailbox: MailCatcher, receiver: Receiver, gateway: FakeGateway,
+) -> None:
+    """Through notify as it runs (settings, streams, workers): a proposal from the stream
+    reaches the contact's webhook, SMS and WhatsApp; the webhook's secret is mailed to the
+    contact; GET /v1/deliveries shows each channel's attempts, never its address."""
+    app = create_app(settings(database_url, redis_url, mailbox.url, sms_gateway_url=f"{gateway.url}/sms",
+                              sms_gateway_key="k1", whatsapp_gateway_url=f"{gateway.url}/wa",
+                              whatsapp_gateway_key="k2", receiver_webhook_key=KEY))
+    async with running(app) as client:
+        e = reaching("ct-live", receiver.url)
+        await publish(redis, [wrap(e)])
+        secret_mail = await mailbox.wait_for_async(lambda m: "webhook" in str(m["Subject"]).lower(), timeout=20)
+        found = re.search(r"(whsec_[A-Za-z0-9+/=]+)", text_of(secret_mail))
+        assert found is not None
+
+        async def all_sent() -> bool:
+            r = await client.get("/v1/deliveries", params={"referral_id": e.referral_id},
+                                 headers=bearer(OPERATIONS_KEY))
+            assert r.status_code == 200
+            channels = r.json()["channels"]
+            assert sorted(c["channel"] for c in channels) == ["sms", "webhook", "whatsapp"]
+            assert PHONE not in r.text
+            assert receiver.url not in r.text
+            return all(c["state"] == "sent" for c in channels)
+
+        await eventually(all_sent, timeout=20)
+        headers, body = receiver.posts[0]
+        assert Webhook(found.group(1)).verify(body, headers)["data"]["decision_id"] == e.decision_id
+        assert {m["channel"] for m in gateway.messages()} == {"sms", "whatsapp"}

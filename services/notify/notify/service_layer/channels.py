@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -171,9 +171,3 @@ class ChannelRounds:
             await s.execute(update(ChannelDelivery).where(ChannelDelivery.id == c.id,
                                                           ChannelDelivery.state == DeliveryState.pending)
                             .values(**values).execution_options(synchronize_session=False))
-
-    async def of_referral(self, referral_id: str) -> Sequence[ChannelDelivery]:
-        """A referral's messages on other channels, oldest first (for operators)."""
-        async with self.sessions() as s:
-            return (await s.scalars(select(ChannelDelivery).where(ChannelDelivery.referral_id == referral_id)
-                                    .order_by(ChannelDelivery.created_at))).all()

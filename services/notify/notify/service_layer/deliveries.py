@@ -128,6 +128,12 @@ class Notify:
             return list((await s.scalars(select(Delivery).where(Delivery.referral_id == referral_id)
                                          .order_by(Delivery.created_at))).all())
 
+    async def channel_deliveries_of(self, referral_id: str) -> list[ChannelDelivery]:
+        """A referral's messages on other channels, oldest first (for operators)."""
+        async with self.sessions() as s:
+            return list((await s.scalars(select(ChannelDelivery).where(ChannelDelivery.referral_id == referral_id)
+                                         .order_by(ChannelDelivery.created_at))).all())
+
     # --- the delivery worker ----------------------------------------------------------
 
     def wake(self) -> None:
