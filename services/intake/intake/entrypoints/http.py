@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 
 from intake.domain.model import CancelRequest, ReferralRequest
-from intake.service_layer import views
+from intake.service_layer import referral_queries, views
 from intake.service_layer.referrals import Intake, NotFound, NotOpen, ReferralConflict
 from intake.service_layer.views import AgencyView, ReferralPage, ReferralView, ReferralWithTimeline
 from shared.http import BearerToken, unauthorized
@@ -77,11 +78,32 @@ async def get_referral(referral_id: str, agency: AgencyDep, intake: IntakeDep) -
         raise HTTPException(status.HTTP_404_NOT_FOUND, NO_REFERRAL) from None
 
 
-@router.get("/referrals", response_model=ReferralPage)
-async def list_referrals(agency: AgencyDep, intake: IntakeDep,
-                         status_: Annotated[ReferralStatus | None, Query(alias="status")] = None,
-                         limit: Annotated[int, Query(ge=1, le=200)] = 50,
-                         offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0) -> ReferralPage:
+@router.get("/referrals", response_model=ReferralPage, responses={422: documented(
+    422, "A cursor this API did not give", FieldError(field="cursor", reason="not a cursor this API gave"))})
+async def list_referrals(
+    agency: AgencyDep, intake: IntakeDep, request: Request,
+    status_: Annotated[ReferralStatus | None, Query(alias="status")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    updated_since: Annotated[datetime | None, Query(description=(
+        "polling: the referrals changed at or after this time, in the order they changed (UTC when no zone)"))] = None,
+    cursor: Annotated[str | None, Query(max_length=200, description=(
+        "polling: the `next_cursor` of the previous page; the changes after it"))] = None,
+    external_ref: Annotated[str | None, Query(max_length=100, description="the agency's own case number")] = None,
+) -> ReferralPage:
+    """The agency's referrals, newest first, a page at a time. For polling, pass
+    `updated_since` once, then each answer's `next_cursor` as `cursor`: every change is
+    answered once a change is a few seconds old (POLL_SETTLE_S), and none is skipped."""
+    if updated_since is not None or cursor is not None:
+        try:
+            return await referral_queries.changed_since(
+                intake, agency.id, since=updated_since, cursor=cursor, status=status_, external_ref=external_ref,
+                limit=limit, settle_s=getattr(request.app.state, "poll_settle_s", 0.0))
+        except referral_queries.BadCursor:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, {
+                "field": "cursor", "reason": "not a cursor this API gave"}) from None
+    if external_ref is not None:
+        return await referral_queries.by_external_ref(intake, agency.id, external_ref, status_, limit, offset)
     return await views.referrals(intake, agency.id, status_, limit, offset)
 
 
