@@ -15,6 +15,7 @@ from intake.adapters.crypto import FieldCipher
 from intake.adapters.orm import Agency, Outbox, ProcessedEvent, Referral, RevokedCredential, TimelineEntry
 from intake.domain.model import REMATCHABLE, ReferralRequest, may_move
 from intake.service_layer.agencies import Agencies
+from intake.service_layer.webhooks import note_step_event
 from shared.db import first_time
 from shared.events import (
     Envelope,
@@ -290,6 +291,7 @@ async def record_step(s: AsyncSession, env: Envelope, data: EventData) -> None:
         status=step.status if moved else None, actor=step.actor, reason_id=step.reason_id,
         reason_en=step.reason_en,
     ))
+    note_step_event(s, env.id, data)  # the step's codes for its webhooks (service_layer/webhooks.py)
 
 
 def request_bytes(req: ReferralRequest) -> bytes:
