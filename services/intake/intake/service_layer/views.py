@@ -115,6 +115,14 @@ class ReferralPage(BaseModel):
         "is empty: polling with it again misses nothing); null otherwise"))
     has_more: bool | None = Field(default=None, description="with updated_since or cursor: another page is ready")
 
+    @model_serializer(mode="wrap")
+    def _polling_fields_when_polling(self, handler: SerializerFunctionWrapHandler):  # no return type: as above
+        data: dict[str, Any] = handler(self)
+        if self.next_cursor is None and self.has_more is None:  # the list as it always was
+            data.pop("next_cursor", None)
+            data.pop("has_more", None)
+        return data
+
 
 def _fields(r: Referral) -> dict[str, Any]:
     return {"id": r.id, "external_ref": r.external_ref, "status": r.status, "pmks_category": r.pmks_category,
