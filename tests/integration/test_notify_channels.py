@@ -427,3 +427,63 @@ async def test_the_service_sends_a_proposal_on_the_contacts_channels_and_operato
         headers, body = receiver.posts[0]
         assert Webhook(found.group(1)).verify(body, headers)["data"]["decision_id"] == e.decision_id
         assert {m["channel"] for m in gateway.messages()} == {"sms", "whatsapp"}
+
+
+async def test_the_reminder_and_the_closing_notice_follow_the_proposal_on_its_channels(
+    database_url: str, mailbox: MailCatcher, receiver: Receiver, gateway: FakeGateway,
+) -> None:
+    """A contact reached by webhook and SMS gets its reminder there too (once), and its system
+    is told, signed, when the proposal closes (here: withdrawn); SMS gets no closing notice."""
+    p = await parts(database_url, mailbox, dev_channels(gateway), reminder_before=timedelta(seconds=2))
+    try:
+        e = reaching("ct-follow", receiver.url, urgency="routine", risk_flags=[], expires_in=timedelta(seconds=3))
+        e = e.model_copy(update={"recipients": [e.recipients[0].model_copy(update={"channels": ["webhook", "sms"]})]})
+        await p.notify.handle([message(e)])
+        await p.notify.deliver_due()
+        await p.rounds.deliver_due()
+        await asyncio.sleep(1.2)
+        assert await p.notify.queue_reminders() == 1
+        assert await p.notify.queue_reminders() == 0
+        await p.notify.deliver_due()
+        assert await p.rounds.deliver_due() == 2
+        texts = [m["text"] for m in gateway.messages()]
+        assert len(texts) == 2
+        assert texts[1].startswith("Rujukan: Pengingat rujukan ")
+        assert not any(word in texts[1] for word in PERSONAL)
+        secret = receiver_secret(KEY, receiver_of("ct-follow"))
+        kinds = [Webhook(secret).verify(b, h)["type"] for h, b in receiver.posts]
+        assert kinds == ["referral.proposed", "referral.reminder"]
+
+        await p.notify.handle([message(ReferralProposalWithdrawn(
+            referral_id=e.referral_id, decision_id=e.decision_id, service_id=e.service_id,
+            receiver_ids=[receiver_of("ct-follow")], reason_code="accepted_elsewhere", at=utcnow(),
+            urgency="routine"))])
+        assert await p.rounds.deliver_due() == 1
+        closed = Webhook(secret).verify(receiver.posts[-1][1], receiver.posts[-1][0])
+        assert closed["type"] == "referral.proposal_closed"
+        assert closed["data"]["status"] == "withdrawn"
+        assert closed["data"]["decision_id"] == e.decision_id
+        assert "signin_url" not in closed["data"]
+        assert len(gateway.messages()) == 2  # no SMS for a closing notice
+    finally:
+        await p.close()
+
+
+async def test_a_channel_reminder_after_an_answer_is_dropped(
+    database_url: str, mailbox: MailCatcher, gateway: FakeGateway,
+) -> None:
+    p = await parts(database_url, mailbox, dev_channels(gateway), reminder_before=timedelta(seconds=2))
+    try:
+        e = matched("ct-sms", urgency="routine", risk_flags=[], expires_in=timedelta(seconds=3),
+                    recipients=[Recipient(receiver_id=receiver_of("ct-sms"), email="s@example.org", phone=PHONE,
+                                          channels=["sms"])])
+        await p.notify.handle([message(e)])
+        await p.rounds.deliver_due()
+        await asyncio.sleep(1.2)
+        assert await p.notify.queue_reminders() == 1
+        await p.execute("UPDATE proposal SET status = 'accepted' WHERE decision_id = :d", d=e.decision_id)
+        await p.rounds.deliver_due()
+        assert len(gateway.messages()) == 1
+        assert await p.scalar("SELECT state FROM channel_delivery WHERE kind = 'reminder'") == "dropped"
+    finally:
+        await p.close()

@@ -24,9 +24,9 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from notify.adapters.channels import Channel
-from notify.adapters.orm import ChannelDelivery, Delivery
+from notify.adapters.orm import ChannelDelivery, Delivery, Proposal
 from notify.domain.messages import channel_text
-from notify.domain.states import DeliveryState
+from notify.domain.states import DeliveryState, ProposalStatus
 from notify.service_layer.credentials import mint_signin_code
 from shared.events import Recipient, ReferralMatched, new_id, utcnow
 
@@ -53,6 +53,29 @@ def queue_channels(s: AsyncSession, e: ReferralMatched, r: Recipient, urgent: bo
                 "hold_expires_at": e.hold_expires_at.isoformat() if e.hold_expires_at else None}}))
         queued.append(channel)
     return queued
+
+
+async def queue_follow_up(s: AsyncSession, decision_id: str, receiver_id: str, kind: str, event_type: str,
+                          channels: tuple[str, ...], **data: Any) -> int:
+    """After the proposal, on the same channels it went to (those of `channels`): its reminder,
+    or the notice that closed it (to the webhook: the receiver's system must know). Once per
+    kind and channel; the message is the proposal's ids and codes with `data` added."""
+    sent = (await s.scalars(select(ChannelDelivery).where(
+        ChannelDelivery.decision_id == decision_id, ChannelDelivery.receiver_id == receiver_id,
+        ChannelDelivery.kind == "proposal", ChannelDelivery.channel.in_(channels)))).all()
+    n = 0
+    for c in sent:
+        earlier = c.payload.get("data")
+        if await s.scalar(select(ChannelDelivery.id).where(
+                ChannelDelivery.decision_id == decision_id, ChannelDelivery.receiver_id == receiver_id,
+                ChannelDelivery.kind == kind, ChannelDelivery.channel == c.channel)) is not None:
+            continue
+        s.add(ChannelDelivery(id=new_id(), referral_id=c.referral_id, decision_id=decision_id,
+                              receiver_id=receiver_id, kind=kind, channel=c.channel, address=c.address,
+                              urgent=c.urgent, payload={"type": event_type,
+                                       "data": {**(earlier if isinstance(earlier, dict) else {}), **data}}))
+        n += 1
+    return n
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +159,14 @@ class ChannelRounds:
             for r in sorted(rows, key=lambda r: (not r.urgent, r.created_at)):
                 payload: dict[str, Any] = {**r.payload, "timestamp": now.isoformat()}
                 text = ""
+                if r.kind == "reminder":
+                    p = await s.get(Proposal, (r.decision_id, r.receiver_id))
+                    if p is None or p.status != ProposalStatus.proposed or (
+                            p.hold_expires_at is not None and p.hold_expires_at <= now):
+                        await s.execute(update(ChannelDelivery).where(ChannelDelivery.id == r.id).values(
+                            state=DeliveryState.dropped, last_error="answered, or its hold ran out, first")
+                            .execution_options(synchronize_session=False))
+                        continue
                 if r.kind in ("proposal", "reminder"):
                     data = dict(payload["data"])
                     # The link's code renews through the proposal's mail (a new link goes by email).

@@ -39,7 +39,7 @@ from notify.domain.messages import (
     webhook_secret_section,
 )
 from notify.domain.states import DeliveryState, ProposalStatus
-from notify.service_layer.channels import ChannelRounds, queue_channels
+from notify.service_layer.channels import ChannelRounds, queue_channels, queue_follow_up
 from notify.service_layer.credentials import (
     WHOLE_INBOX,
     discard_system_tokens,
@@ -193,9 +193,16 @@ class Notify:
                                    receiver_id=p.receiver_id, kind="reminder", email=email, subject=subject,
                                    body=body, urgent=False))
                     n += 1
+                    # And on the contact's other channels, as the proposal went.
+                    await queue_follow_up(s, p.decision_id, p.receiver_id, "reminder", "referral.reminder",
+                                          ("webhook", "sms", "whatsapp"))
         except IntegrityError:
             log.info("reminders queued by another replica meanwhile")
             return 0
+        if n:
+            self._wake.set()
+            if self.channel_rounds is not None:
+                self.channel_rounds.wake()
         return n
 
     async def deliver_due(self, limit: int = 50) -> int:

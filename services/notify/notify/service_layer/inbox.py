@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from notify.adapters.orm import Delivery, Outbox, Proposal, ReceiverResponse
 from notify.domain.messages import notice
 from notify.domain.states import OPEN_PROPOSALS, SHARING_PROPOSALS, ProposalStatus
+from notify.service_layer.channels import queue_follow_up
 from notify.service_layer.credentials import Credential, learn_from_proposal
 from shared.events import (
     Envelope,
@@ -160,6 +161,8 @@ async def _close(s: AsyncSession, items: list[Proposal], status: ProposalStatus 
                        receiver_id=p.receiver_id, kind=kind, email=email, subject=subject, body=body,
                        urgent=urgent_of(p.urgency, p.risk_flags)))
         n += 1
+        n += await queue_follow_up(s, p.decision_id, p.receiver_id, kind, "referral.proposal_closed", ("webhook",),
+                                   status=p.status, notice=kind, reason_code=reason_code)
     return n
 
 
