@@ -15,18 +15,19 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from standardwebhooks import Webhook, WebhookVerificationError
 
+from intake.adapters.crypto import FieldCipher
 from intake.adapters.orm import Referral, TimelineEntry, WebhookDelivery
 from intake.adapters.webhook_http import UnsafeUrl, address_problem, check_url, guarded_client
 from intake.bootstrap import DEMO_STAFF_EMAIL, create_app
-from intake.service_layer.webhooks import WebhookSender, backoff
+from intake.service_layer.webhooks import WebhookSender, backoff, reseal_secrets, secrets_by_key
 from intake.settings import Settings
 from shared.db import make_engine, sessions
 from shared.events import new_id, utcnow
 from shared.streams.topology import publish
-from tests.apps import eventually, running
+from tests.apps import TEST_KEYS, eventually, running
 from tests.integration.test_intake import AUTH, body, matched
 from tests.integration.test_intake import settings as base_settings
 from tests.integration.test_intake_closed_loop import changed
@@ -497,3 +498,55 @@ async def test_polling_waits_for_changes_to_settle(database_url: str, redis_url:
             await engine.dispose()
         r = (await client.get("/v1/referrals", params={"updated_since": since}, headers=AUTH)).json()
         assert len(r["items"]) == 1
+
+
+async def test_two_replicas_send_each_delivery_once(
+    database_url: str, redis_url: str, redis: Any, receiver: Receiver
+) -> None:
+    if database_url.startswith("sqlite"):
+        pytest.skip("replicas share PostgreSQL (SQLite has one writer)")
+    first = create_app(settings(database_url, redis_url, webhook_batch=2, webhook_concurrency=2))
+    async with running(first) as client:
+        await register(client, receiver.url)
+        await register(client, receiver.url + "?second")
+        first.state.webhook_sender.stop()  # let the steps pile up, then both replicas race for them
+        await asyncio.sleep(0.2)
+        rids = [await submitted(client, f"PPA-REP-{i}") for i in range(6)]
+        await publish(redis, [matched(rid) for rid in rids])
+        for rid in rids:
+            await eventually(lambda rid=rid: _status(client, rid, "proposed"))
+    replicas = [create_app(settings(database_url, redis_url, webhook_batch=2, webhook_concurrency=2))
+                for _ in range(2)]
+    async with running(replicas[0]), running(replicas[1]):
+        got = await receiver.taken(12, timeout=30)
+        await asyncio.sleep(0.5)
+        assert len(receiver.ok()) == 12
+        assert len({h["webhook-id"] for h, _, _ in got}) == 12
+
+
+async def test_secrets_are_sealed_at_rest_and_follow_a_key_rotation(
+    database_url: str, redis_url: str, redis: Any, receiver: Receiver
+) -> None:
+    old_keys = TEST_KEYS
+    async with running(create_app(settings(database_url, redis_url))) as client:
+        hook = await register(client, receiver.url)
+        await client.post(f"/v1/webhooks/{hook['id']}/rotate", headers=AUTH)
+    engine = make_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            row = (await conn.execute(text("SELECT secret_enc, previous_secret_enc FROM webhook_endpoint"))).one()
+        assert row[1].startswith("v1:test1:")  # sealed, not the secret itself
+        assert hook["secret"] not in json.dumps(list(row))
+        new_keys = FieldCipher.generate("test2") + "," + old_keys
+        cipher = FieldCipher(new_keys)
+        assert await reseal_secrets(sessions(engine), cipher) == 1
+        assert await secrets_by_key(sessions(engine)) == {"test2": 2}
+    finally:
+        await engine.dispose()
+    # Only the new key configured: the endpoint still signs (with both secrets, in the overlap).
+    only_new = new_keys.split(",")[0]
+    async with running(create_app(settings(database_url, redis_url, encryption_keys=only_new))) as client:
+        rid = await submitted(client)
+        await publish(redis, [matched(rid)])
+        (headers, data, _), = await receiver.taken(1)
+        Webhook(hook["secret"]).verify(data, headers)

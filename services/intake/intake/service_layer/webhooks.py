@@ -40,7 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 from standardwebhooks import Webhook
 
-from intake.adapters.crypto import FieldCipher
+from intake.adapters.crypto import FieldCipher, KeyringError
 from intake.adapters.orm import (
     AgencyStaff,
     Outbox,
@@ -316,6 +316,43 @@ class Webhooks:
         return _delivery_view(row, attempts)
 
 
+# --- encryption keys ------------------------------------------------------------------------
+
+
+async def reseal_secrets(sessions: async_sessionmaker[AsyncSession], cipher: FieldCipher) -> int:
+    """Seal every endpoint's secrets under the current key (for `rujukan keys rotate`, so an
+    old key can go); how many endpoints were re-sealed."""
+    current = f"v1:{cipher.current}:"
+    done = 0
+    async with sessions() as s, s.begin():
+        rows = (await s.scalars(select(WebhookEndpoint).where(WebhookEndpoint.status != DELETED)
+                                .with_for_update())).all()
+        for row in rows:
+            changed = False
+            if row.secret_enc and not row.secret_enc.startswith(current):
+                row.secret_enc = cipher.seal(cipher.open(row.secret_enc, _aad(row.id)), _aad(row.id))
+                changed = True
+            if row.previous_secret_enc and not row.previous_secret_enc.startswith(current):
+                row.previous_secret_enc = cipher.seal(cipher.open(row.previous_secret_enc, _aad(row.id)),
+                                                      _aad(row.id))
+                changed = True
+            done += changed
+    return done
+
+
+async def secrets_by_key(sessions: async_sessionmaker[AsyncSession]) -> dict[str, int]:
+    """How many endpoint secrets each key id seals (for `rujukan keys status`)."""
+    counts: dict[str, int] = {}
+    async with sessions() as s:
+        for sealed, previous in (await s.execute(select(WebhookEndpoint.secret_enc, WebhookEndpoint.previous_secret_enc)
+                                                 .where(WebhookEndpoint.status != DELETED))).all():
+            for value in (sealed, previous):
+                if value:
+                    kid = value.split(":", 2)[1]
+                    counts[kid] = counts.get(kid, 0) + 1
+    return counts
+
+
 # --- the sender ---------------------------------------------------------------------------
 
 
@@ -454,13 +491,13 @@ class WebhookSender(PeriodicWorker):
     async def _call(self, endpoint: WebhookEndpoint, delivery: WebhookDelivery, now: datetime) -> Outcome:
         assert self._client is not None
         started = time.monotonic()
-        headers = {
-            "content-type": "application/json",
-            "webhook-id": delivery.id,
-            "webhook-timestamp": str(int(now.timestamp())),
-            "webhook-signature": signature(self._secrets(endpoint, now), delivery.id, now, delivery.payload),
-        }
         try:
+            headers = {
+                "content-type": "application/json",
+                "webhook-id": delivery.id,
+                "webhook-timestamp": str(int(now.timestamp())),
+                "webhook-signature": signature(self._secrets(endpoint, now), delivery.id, now, delivery.payload),
+            }
             await check_url(endpoint.url, self.settings.allow_private)
             r = await self._client.post(endpoint.url, content=delivery.payload.encode(), headers=headers)
             await r.aclose()
@@ -468,6 +505,8 @@ class WebhookSender(PeriodicWorker):
             error = "" if 200 <= r.status_code < 300 else f"HTTP {r.status_code}"
         except UnsafeUrl as e:
             code, error = None, f"refused: {e}"
+        except KeyringError:  # an operator removed the key before `rujukan keys rotate` re-sealed it
+            code, error = None, "not signed: the endpoint's secret is sealed with a key no longer configured"
         except httpx.TimeoutException:
             code, error = None, "timed out"
         except httpx.HTTPError as e:
