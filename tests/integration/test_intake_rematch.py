@@ -110,9 +110,15 @@ async def test_match_again_through_the_api(database_url: str, redis_url: str, re
         events = await eventually(lambda: rematches(redis, SUBMITTED_URGENT))
         assert [(e["data"]["referral_id"], e["data"]["risk_flags"]) for e in events] == [(urgent, ["child_at_risk"])]
 
-        # A cancelled referral is not matched again.
-        await client.post(f"/v1/referrals/{urgent}/cancel", json={"reason_code": "duplicate"}, headers=AUTH)
-        gone = await client.post(f"/v1/referrals/{urgent}/rematch", headers=AUTH)
+        # An unmatched referral may be cancelled (else a change in the directory could still match
+        # it), and a cancelled one is not matched again.
+        lone = (await client.post("/v1/referrals", json=body("PPA-RM-3"), headers=AUTH)).json()["id"]
+        await publish(redis, [no_match(lone)])
+        await eventually(lambda: status_of(client, lone, "unmatched"))
+        cancelled = await client.post(f"/v1/referrals/{lone}/cancel", json={"reason_code": "needs_met_elsewhere"},
+                                      headers=AUTH)
+        assert (cancelled.status_code, cancelled.json()["status"]) == (200, "cancelled")
+        gone = await client.post(f"/v1/referrals/{lone}/rematch", headers=AUTH)
         assert (gone.status_code, gone.json()["errors"][0]["status"]) == (409, "cancelled")
 
 
@@ -152,6 +158,7 @@ async def test_the_page_offers_match_again_with_its_form_token_and_shows_the_han
         page = (await client.get(path)).text
         assert f'action="/agency/referrals/{rid}/rematch"' in page
         assert "Cocokkan ulang" in page
+        assert "Batalkan rujukan" in page  # or stop it from being matched again
 
         # Without the form token, or from another site: refused, nothing sent.
         token = client.cookies[CSRF_COOKIE]

@@ -118,9 +118,11 @@ TRANSITIONS: dict[ReferralStatus, frozenset[ReferralStatus]] = {
     ReferralStatus.declined: frozenset({ReferralStatus.proposed}),
     ReferralStatus.in_progress: frozenset({ReferralStatus.accepted}),
     ReferralStatus.completed: frozenset({ReferralStatus.in_progress, ReferralStatus.accepted}),
+    # Unmatched too: it is matched again when the directory could serve it, unless cancelled.
     ReferralStatus.cancelled: frozenset({ReferralStatus.submitted, ReferralStatus.proposed,
                                          ReferralStatus.accepted, ReferralStatus.in_progress,
-                                         ReferralStatus.waitlisted, ReferralStatus.declined}),
+                                         ReferralStatus.waitlisted, ReferralStatus.declined,
+                                         ReferralStatus.unmatched}),
 }
 
 
@@ -139,3 +141,8 @@ REMATCHABLE = frozenset({ReferralStatus.unmatched, ReferralStatus.waitlisted})
 
 def may_move(current: str, new: ReferralStatus) -> bool:
     return ReferralStatus(current) in TRANSITIONS.get(new, frozenset())
+
+
+def may_cancel(current: str) -> bool:
+    """Open, or unmatched (which a change in the directory may still match): the agency may cancel."""
+    return may_move(current, ReferralStatus.cancelled)

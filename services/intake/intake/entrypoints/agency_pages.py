@@ -12,7 +12,7 @@ from fastapi import APIRouter, BackgroundTasks, Depends, Query, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import EmailStr, TypeAdapter, ValidationError
 
-from intake.domain.model import REMATCHABLE
+from intake.domain.model import REMATCHABLE, may_cancel
 from intake.entrypoints import referral_form
 from intake.service_layer import views
 from intake.service_layer.referral_queries import ReferralFilter, search
@@ -20,7 +20,7 @@ from intake.service_layer.referrals import Intake, NotFound, NotOpen, NotRematch
 from intake.service_layer.staff import SignedIn, Staff
 from shared import regions
 from shared.pmks import categories
-from shared.vocab import OPEN_STATUSES, CancelReason, ReferralStatus, is_urgent
+from shared.vocab import CancelReason, ReferralStatus, is_urgent
 from shared.web.csrf import is_https
 from shared.web.i18n import gettext_for, language_of
 from shared.web.pages import PageProblem, form_lists, form_of
@@ -218,7 +218,7 @@ async def referral_page(referral_id: str, request: Request, who: WhoDep, intake:
 
 def _detail(who: SignedIn, referral: views.ReferralWithTimeline, errors: dict[str, str]) -> dict[str, Any]:
     return {"who": who, "r": referral, "urgent": is_urgent(referral.urgency, list(referral.risk_flags)),
-            "can_cancel": referral.status in OPEN_STATUSES, "reasons": list(CancelReason),
+            "can_cancel": may_cancel(referral.status), "reasons": list(CancelReason),
             "can_rematch": referral.status in REMATCHABLE,
             "category": categories().get(referral.pmks_category), "region": regions.name(referral.region_code),
             "hold_expires_at": _moment(referral.match.hold_expires_at if referral.match else None),

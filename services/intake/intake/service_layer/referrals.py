@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from intake.adapters.crypto import FieldCipher
 from intake.adapters.orm import Agency, Outbox, ProcessedEvent, Referral, RevokedCredential, TimelineEntry
-from intake.domain.model import REMATCHABLE, ReferralRequest, may_move
+from intake.domain.model import REMATCHABLE, ReferralRequest, may_cancel, may_move
 from intake.service_layer.agencies import Agencies
 from intake.service_layer.webhooks import note_step_event
 from shared.db import first_time
@@ -38,7 +38,7 @@ from shared.events import (
 )
 from shared.outbox import OutboxRelay, add_events, outbox_row
 from shared.streams.consumer import Message
-from shared.vocab import OPEN_STATUSES, ReferralStatus, age_band, reason_label
+from shared.vocab import ReferralStatus, age_band, reason_label
 
 SOURCE = "rujukan/intake"
 
@@ -57,7 +57,7 @@ class NotFound(Exception):
 
 
 class NotOpen(Exception):
-    """The referral is closed (completed, unmatched or cancelled): nothing left to cancel."""
+    """The referral is closed (completed or cancelled): nothing left to cancel."""
 
 
 class NotRematchable(Exception):
@@ -229,7 +229,7 @@ class Intake:
                 raise NotFound(referral_id)
             if referral.status == ReferralStatus.cancelled:
                 return referral
-            if referral.status not in OPEN_STATUSES:
+            if not may_cancel(referral.status):
                 raise NotOpen(referral.status)
             event = Envelope.wrap(ReferralCancelled(
                 referral_id=referral_id, agency_id=agency_id, reason_code=reason_code,
