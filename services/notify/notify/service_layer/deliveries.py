@@ -100,6 +100,7 @@ class Notify:
     # Set when an urgent delivery is queued: a round sending routine mail stops for it.
     _urgent_queued: asyncio.Event = field(default_factory=asyncio.Event)
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    _reminders_at: float = float("-inf")
 
     async def handle(self, messages: list[Message]) -> None:
         """Record the deliveries a batch of decisions asks for; each event takes effect once."""
@@ -148,7 +149,10 @@ class Notify:
         while not self._stopping.is_set():
             self._wake.clear()
             try:
-                await self.queue_reminders()
+                # Reminders are looked for once per poll interval, not every round.
+                if time.monotonic() - self._reminders_at >= self.poll_interval_s:
+                    self._reminders_at = time.monotonic()
+                    await self.queue_reminders()
                 sent = await self.deliver_due()
             except Exception as e:  # database away: retry on the next round
                 log.warning("delivery round failed: %s: %s", type(e).__name__, e)
