@@ -78,8 +78,7 @@ async def get_referral(referral_id: str, agency: AgencyDep, intake: IntakeDep) -
         raise HTTPException(status.HTTP_404_NOT_FOUND, NO_REFERRAL) from None
 
 
-@router.get("/referrals", response_model=ReferralPage, responses={422: documented(
-    422, "A cursor this API did not give", FieldError(field="cursor", reason="not a cursor this API gave"))})
+@router.get("/referrals", response_model=ReferralPage)
 async def list_referrals(
     agency: AgencyDep, intake: IntakeDep, request: Request,
     status_: Annotated[ReferralStatus | None, Query(alias="status")] = None,
@@ -93,7 +92,8 @@ async def list_referrals(
 ) -> ReferralPage:
     """The agency's referrals, newest first, a page at a time. For polling, pass
     `updated_since` once, then each answer's `next_cursor` as `cursor`: every change is
-    answered once a change is a few seconds old (POLL_SETTLE_S), and none is skipped."""
+    answered once a change is a few seconds old (POLL_SETTLE_S), and none is skipped. A
+    cursor this API did not give is 422, naming the field `cursor`."""
     if updated_since is not None or cursor is not None:
         try:
             return await referral_queries.changed_since(

@@ -35,7 +35,6 @@ router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 NO_ENDPOINT = "no such webhook endpoint for this agency"
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: documented(
     404, "No webhook endpoint with this id for this agency (another agency's is not told apart)", NO_ENDPOINT)}
-REFUSED = "the URL's host resolves to a private or reserved address"
 
 
 class NewEndpoint(BaseModel):
@@ -44,14 +43,14 @@ class NewEndpoint(BaseModel):
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=EndpointWithSecret, responses={
-    422: documented(422, "The URL may not be called (scheme, credentials, or an address that is not public)",
-                    FieldError(field="url", reason=REFUSED)),
     409: documented(409, "The agency has as many endpoints as allowed",
                     FieldError(field="url", reason="at most 10 webhook endpoints per agency"))})
 async def register_endpoint(body: NewEndpoint, agency: AgencyDep, webhooks: WebhooksDep,
                             response: Response) -> EndpointWithSecret:
     """Register a receiver: every step on the agency's referrals is POSTed to it, signed
-    per Standard Webhooks 1.0 with the secret answered here (shown this once)."""
+    per Standard Webhooks 1.0 with the secret answered here (shown this once). A URL that
+    may not be called (not https, credentials in it, or a host that resolves to a loopback,
+    private, link-local or other non-public address) is 422 naming the field `url`."""
     try:
         created = await webhooks.register(agency.id, body.url)
     except UnsafeUrl as e:
