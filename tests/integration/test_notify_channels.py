@@ -17,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import text
 from standardwebhooks import Webhook, WebhookVerificationError
@@ -28,6 +29,7 @@ from notify.adapters.mailer import Mailer
 from notify.bootstrap import MIGRATIONS, create_app
 from notify.service_layer.channels import ChannelRounds
 from notify.service_layer.deliveries import Notify
+from notify.settings import Settings
 from shared.db import make_engine, sessions, upgrade
 from shared.events import (
     Recipient,
@@ -487,3 +489,25 @@ async def test_a_channel_reminder_after_an_answer_is_dropped(
         assert await p.scalar("SELECT state FROM channel_delivery WHERE kind = 'reminder'") == "dropped"
     finally:
         await p.close()
+
+
+def test_the_fake_gateway_refuses_what_is_not_a_message(gateway: FakeGateway) -> None:
+    assert httpx.post(f"{gateway.url}/sms", content=b"not json").status_code == 400
+    assert httpx.post(f"{gateway.url}/sms", json=["a list"]).status_code == 400
+    assert httpx.post(f"{gateway.url}/sms", content=b"x" * (65 * 1024)).status_code == 413
+    assert gateway.messages() == []
+    assert httpx.post(f"{gateway.url}/sms", json={"to": PHONE, "text": "t"}).status_code == 200
+    assert [m["path"] for m in gateway.messages()] == ["/sms"]
+
+
+def test_production_refuses_an_operators_webhook_without_its_secret_and_a_short_receiver_key() -> None:
+    base = {"rujukan_env": "production", "receiver_grant_secret": "g" * 40}
+    problems = Settings(**base, operator_alert_webhook_url="https://ops.example/hook").development_values()
+    assert any("OPERATOR_ALERT_WEBHOOK_SECRET" in p for p in problems)
+    problems = Settings(**base, operator_alert_webhook_url="https://ops.example/hook",
+                        operator_alert_webhook_secret=OPERATOR_SECRET,
+                        receiver_webhook_key="short").development_values()
+    assert not any("OPERATOR_ALERT_WEBHOOK_SECRET" in p for p in problems)
+    assert any("RECEIVER_WEBHOOK_KEY" in p for p in problems)
+    assert Settings(**base, operator_alert_emails=" a@x.example, ,b@y.example ").operator_emails == (
+        "a@x.example", "b@y.example")
