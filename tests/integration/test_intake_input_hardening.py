@@ -95,7 +95,9 @@ async def test_the_idempotency_digest_is_keyed_and_old_unkeyed_rows_still_compar
     async with running(create_app(settings(database_url, redis_url))) as client:
         first = await client.post("/v1/referrals", json=body("H-1"), headers=AUTH)
         assert first.status_code == 202
-        plain = hashlib.sha256(ReferralRequest.model_validate(body("H-1")).model_dump_json().encode()).hexdigest()
+        # As rows from before digests were keyed hold it (from before `caseworker` existed, too).
+        old_form = ReferralRequest.model_validate(body("H-1")).model_dump_json(exclude={"caseworker"})
+        plain = hashlib.sha256(old_form.encode()).hexdigest()
         engine = make_engine(database_url)
         async with engine.begin() as conn:
             stored = (await conn.execute(text("SELECT request_sha256 FROM referral"))).scalar_one()
