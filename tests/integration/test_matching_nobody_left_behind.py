@@ -16,6 +16,7 @@ from sqlalchemy import select, update
 
 from matching.adapters.directory_repository import upsert_service
 from matching.adapters.hsds_export import to_hsds
+from matching.adapters.hsds_json import parse_document
 from matching.adapters.orm import Outbox, ReferralCase, SeatHold
 from matching.bootstrap import create_app
 from matching.domain.directory_record import Contact, Phone, ServiceRecord
@@ -367,3 +368,42 @@ async def test_a_contact_with_only_an_email_is_reached_by_email(world: World) ->
     m = one(await world.send(submitted()), ReferralMatched)
     rec = m.recipients[0]
     assert (rec.phone, rec.webhook_url, rec.channels) == ("", "", ["email"])
+
+
+async def test_a_change_made_by_another_process_is_taken_by_the_rematch_worker(
+        database_url: str, redis_url: str, redis: Any) -> None:
+    """An import from the command line (or a replica that crashed after its commit) leaves
+    its change undone: a running replica's rematch worker takes it within its period."""
+    app = create_app(Settings(database_url=database_url, redis_url=redis_url, operator_keys=OPERATOR_KEYS,
+                              stream_block_ms=100, outbox_poll_interval_s=0.2, rematch_interval_s=0.5))
+    async with running(app):
+        matching, sessions = app.state.matching, app.state.runtime.sessions
+        e = in_jayapura()
+        await matching.handle([message(e)])
+        await directory.add_service(sessions, JAYAPURA)  # committed, and nobody kicked
+
+        async def proposed() -> bool:
+            async with sessions() as s:
+                case = await s.get(ReferralCase, e.referral_id, populate_existing=True)
+                return case is not None and case.state == "proposed"
+
+        await eventually(proposed, timeout=5)
+
+
+async def test_an_import_in_many_batches_is_one_pass_each_referral_tried_once(world: World) -> None:
+    await world.matching.rematch_pending()
+    waiting = [in_jayapura() for _ in range(3)]
+    for e in waiting:
+        await world.send(e)
+    shelters = [JAYAPURA.__class__(**{**vars(JAYAPURA), "id": f"svc-jayapura-{i}", "seats_available": 1,
+                                      "capacities": ()}) for i in range(3)]
+    doc = [to_hsds(r, seats_available=1) for r in shelters]
+    report = await directory.import_parsed(world.sessions, parse_document(doc), batch=1)
+    assert report.created == 3
+    out = await pass_after_change(world)
+    assert sorted(m.referral_id for m in of(out, ReferralMatched)) == sorted(e.referral_id for e in waiting)
+    assert len(out) == 3
+    async with world.sessions() as s:
+        generations = {(await s.get(ReferralCase, e.referral_id)).rematch_generation  # type: ignore[union-attr]
+                       for e in waiting}
+    assert len(generations) == 1  # all at the last batch's generation: one pass

@@ -141,6 +141,7 @@ async def withdraw_others(s: AsyncSession, e: ReferralResponse, accepted_hold_id
         ), source=SOURCE, subject=e.referral_id))
     return out
 
+
 async def cancel(s: AsyncSession, e: ReferralCancelled, freed: set[str]) -> list[Envelope]:
     """The agency cancelled: release the seat. Intake has already recorded it and notify
     tells the receiver, both from the same event; matching has nothing to add."""

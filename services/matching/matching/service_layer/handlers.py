@@ -99,10 +99,7 @@ class Matching:
 
     async def rematch_pending(self) -> int:
         """Run the rematch pass of every directory change not done yet; how many moved."""
-        moved = 0
-        for change in await rematch.pending(self.sessions):
-            moved += await rematch.run_pass(self.sessions, self.relay, self.propose, change)
-        return moved
+        return await rematch.run_pass(self.sessions, self.relay, self.propose, await rematch.pending(self.sessions))
 
     async def expire_due(self, now: datetime | None = None, limit: int = 100) -> int:
         return await holds.expire_due(self.sessions, self.relay, self.propose,

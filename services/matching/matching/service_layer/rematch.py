@@ -50,37 +50,44 @@ async def requested(s: AsyncSession, e: ReferralRematchRequested, propose: Propo
     return await propose(s, case, trigger="rematch_requested")
 
 
-async def pending(sessions: async_sessionmaker[AsyncSession], limit: int = 50) -> list[DirectoryChange]:
+async def pending(sessions: async_sessionmaker[AsyncSession], limit: int = 200) -> list[DirectoryChange]:
     async with sessions() as s:
         return list((await s.scalars(select(DirectoryChange).where(DirectoryChange.done.is_(False))
                                      .order_by(DirectoryChange.generation).limit(limit))).all())
 
 
 async def run_pass(sessions: async_sessionmaker[AsyncSession], relay: OutboxRelay, propose: Propose,
-                   change: DirectoryChange) -> int:
-    """Try the waiting referrals this change could serve; how many moved."""
+                   changes: list[DirectoryChange]) -> int:
+    """Try the waiting referrals these changes could serve, once, at the latest of their
+    generations (its decision sees every earlier change: they committed before it), then
+    mark them done; how many moved. An import in many batches is one pass, not one per batch."""
+    if not changes:
+        return 0
+    generation = max(c.generation for c in changes)
+    service_ids = sorted({sid for c in changes for sid in c.service_ids})
     moved = 0
     after = ""
     while True:
         async with sessions() as s:
-            who = await _who_could_be_served(s, change.service_ids)
+            who = await _who_could_be_served(s, service_ids)
             if who is None:
                 break
             page = (await s.scalars(
                 select(ReferralCase.referral_id)
-                .where(ReferralCase.state.in_(WAITING), ReferralCase.rematch_generation < change.generation,
+                .where(ReferralCase.state.in_(WAITING), ReferralCase.rematch_generation < generation,
                        ReferralCase.referral_id > after, who)
                 .order_by(ReferralCase.referral_id).limit(PAGE))).all()
         if not page:
             break
         after = page[-1]
         for referral_id in page:
-            moved += await _try_one(sessions, relay, propose, referral_id, change.generation)
+            moved += await _try_one(sessions, relay, propose, referral_id, generation)
     async with sessions() as s, s.begin():
-        await s.execute(update(DirectoryChange).where(DirectoryChange.generation == change.generation)
+        await s.execute(update(DirectoryChange)
+                        .where(DirectoryChange.generation.in_([c.generation for c in changes]))
                         .values(done=True).execution_options(synchronize_session=False))
     if moved:
-        log.info("directory generation %d: %d waiting referrals matched again", change.generation, moved)
+        log.info("directory generation %d: %d waiting referrals matched again", generation, moved)
     return moved
 
 
