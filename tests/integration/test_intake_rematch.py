@@ -12,12 +12,14 @@ from typing import Any
 
 import httpx
 import pytest
+from standardwebhooks import Webhook
 
 from devtools.mailcatcher import MailCatcher
 from intake.bootstrap import DEMO_STAFF_EMAIL, create_app
 from shared.events import (
     Envelope,
     HandoverContact,
+    ReferralEscalated,
     ReferralProposalWithdrawn,
     ReferralUnmatched,
     ReferralWaitlisted,
@@ -28,7 +30,9 @@ from shared.web.csrf import CSRF_COOKIE, CSRF_FIELD
 from tests.apps import DEMO_KEY, ONBOARDING_KEY, bearer, eventually, running
 from tests.integration import test_agency_pages as pages
 from tests.integration.test_intake import AUTH, body, matched, settings
-from tests.integration.test_intake_handover import changed
+from tests.integration.test_intake_handover import CASEWORKER, HANDOVER, changed
+from tests.integration.test_intake_webhooks import Receiver, register
+from tests.integration.test_intake_webhooks import settings as webhook_settings
 
 PERSONAL = ("Siti", "3456", "s@example.org", "cerita", '"SN"')
 
@@ -218,3 +222,43 @@ async def test_the_page_offers_match_again_with_its_form_token_and_shows_the_han
 
 async def status_of_page(client: httpx.AsyncClient, path: str, words: str) -> bool:
     return words in (await client.get(path)).text
+
+
+async def test_the_agencys_webhook_is_told_of_a_rematch_an_escalation_and_a_withdrawal_without_contacts(
+    database_url: str, redis_url: str, redis: Any
+) -> None:
+    receiver = Receiver()
+    try:
+        async with running(create_app(webhook_settings(database_url, redis_url))) as client:
+            hook = await register(client, receiver.url)
+            rid = (await client.post("/v1/referrals", json=body("PPA-RM-WH", caseworker=CASEWORKER),
+                                     headers=AUTH)).json()["id"]
+            await publish(redis, [no_match(rid)])
+            await receiver.taken(1)
+            assert (await client.post(f"/v1/referrals/{rid}/rematch", headers=AUTH)).status_code == 202
+            await receiver.taken(2)
+            escalated = Envelope.wrap(ReferralEscalated(
+                referral_id=rid, decision_id="D2", previous_decision_id="D1", service_id="svc-2", level=1,
+                reason_code="crisis_unanswered", minutes_waited=15, at=utcnow(), urgency="routine"),
+                source="rujukan/matching", subject=rid)
+            withdrawn = Envelope.wrap(ReferralProposalWithdrawn(
+                referral_id=rid, decision_id="D2", service_id="svc-2", reason_code="accepted_elsewhere", at=utcnow(),
+                urgency="routine"), source="rujukan/matching", subject=rid)
+            await publish(redis, [matched(rid), escalated, changed(rid, "accepted", handover=HANDOVER), withdrawn])
+            got = await receiver.taken(6)
+            wh = Webhook(hook["secret"])
+            # Deliveries go out side by side: each step once, in whatever order they arrive.
+            bodies = {(b := wh.verify(data, headers))["type"]: b["data"] for headers, data, _ in got}
+            assert sorted(bodies) == sorted([
+                "referral.unmatched", "referral.rematch_requested", "referral.proposed", "referral.escalated",
+                "referral.accepted", "referral.withdrawn"])
+            assert len(got) == len(bodies)  # no step twice
+            escalation = bodies["referral.escalated"]
+            assert (escalation["level"], escalation["reason_code"]) == (1, "crisis_unanswered")
+            assert bodies["referral.withdrawn"]["reason_code"] == "accepted_elsewhere"
+            # Ids and codes only: neither the caseworker nor the receiving contact travels.
+            raw = json.dumps([data for _, data, _ in got])
+            for secret in (*CASEWORKER.values(), *HANDOVER.model_dump().values(), *PERSONAL):
+                assert secret not in raw, secret
+    finally:
+        receiver.close()
