@@ -407,3 +407,44 @@ async def test_an_import_in_many_batches_is_one_pass_each_referral_tried_once(wo
         generations = {(await s.get(ReferralCase, e.referral_id)).rematch_generation  # type: ignore[union-attr]
                        for e in waiting}
     assert len(generations) == 1  # all at the last batch's generation: one pass
+
+
+async def test_the_escalation_worker_escalates_an_unanswered_crisis_on_its_own(
+        database_url: str, redis_url: str, redis: Any) -> None:
+    app = create_app(Settings(database_url=database_url, redis_url=redis_url, operator_keys=OPERATOR_KEYS,
+                              stream_block_ms=100, outbox_poll_interval_s=0.2, crisis_ack_minutes=0.02,
+                              escalation_interval_s=0.2))
+    async with running(app) as client:
+        for rec in DIRECTORY:
+            r = await client.post("/v1/services", json=to_hsds(rec, seats_available=rec.seats_available),
+                                  headers=bearer(DIRECTORY_KEY))
+            assert r.status_code == 201, r.text
+        matching, sessions = app.state.matching, app.state.runtime.sessions
+        e = submitted(urgency="crisis")
+        await matching.handle([message(e)])
+
+        async def escalated() -> list[Any]:
+            async with sessions() as s:
+                rows = (await s.scalars(select(Outbox.envelope).order_by(Outbox.id))).all()
+            return [x.payload() for x in map(Envelope.model_validate_json, rows)
+                    if x.type == ReferralEscalated.TYPE and x.subject == e.referral_id]
+
+        found = await eventually(escalated, timeout=10)
+        assert found[0].level == 1
+        assert found[0].service_id in {"svc-ppa-medan", "svc-uptd-medan"}
+
+
+async def test_two_replicas_escalating_at_once_escalate_once(world: World) -> None:
+    await crisis(world)
+    other = World(world.url)
+    other.matching.crisis_ack = ACK
+    try:
+        mark = await world.outbox_mark()
+        later = utcnow() + ACK * 2
+        counts = await asyncio.gather(world.matching.escalate_due(now=later), other.matching.escalate_due(now=later))
+        assert sum(counts) == 1
+        out = await world.published_since(mark)
+        assert [x.type for x in out] == [ReferralMatched.TYPE, ReferralEscalated.TYPE]
+        assert sorted(h.state for h in await world.holds()) == ["held", "held"]
+    finally:
+        await other.close()

@@ -34,16 +34,16 @@ async def escalate_due(sessions: async_sessionmaker[AsyncSession], relay: Outbox
                        now: datetime, limit: int = 100) -> int:
     """Escalate every crisis proposal unanswered past its time; how many escalated."""
     async with sessions() as s:
-        due = (await s.scalars(
-            select(ReferralCase.referral_id)
+        due = (await s.execute(
+            select(ReferralCase.referral_id, ReferralCase.escalate_after)
             .where(ReferralCase.state == CaseState.proposed, ReferralCase.escalate_after <= now)
             .order_by(ReferralCase.escalate_after).limit(limit))).all()
     escalated = 0
-    for referral_id in due:
+    for referral_id, seen in due:
         async with sessions() as s, s.begin():
             case = await seats.lock_case(s, referral_id, skip_locked=True)
-            if (case is None or case.state != CaseState.proposed or case.escalate_after is None
-                    or case.escalate_after > now):
+            # The deadline seen is the claim: another replica that escalated it first moved it.
+            if case is None or case.state != CaseState.proposed or case.escalate_after != seen:
                 continue  # answered, escalated by another replica, or being worked on
             out = await escalate(s, case, propose, now=now)
             add_events(s, Outbox, out)
