@@ -73,6 +73,9 @@ def test_only_an_acceptance_carries_the_handover() -> None:
         ("unmatched", ReferralStatus.proposed, True),  # matched again
         ("unmatched", ReferralStatus.waitlisted, True),
         ("unmatched", ReferralStatus.accepted, False),
+        # An escalated crisis: one of its open proposals declined, another accepted after.
+        ("declined", ReferralStatus.accepted, True),
+        ("cancelled", ReferralStatus.accepted, False),
         ("cancelled", ReferralStatus.proposed, False),
         ("completed", ReferralStatus.proposed, False),
     ],

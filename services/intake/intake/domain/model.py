@@ -114,7 +114,9 @@ TRANSITIONS: dict[ReferralStatus, frozenset[ReferralStatus]] = {
                                          ReferralStatus.proposed, ReferralStatus.waitlisted}),
     ReferralStatus.waitlisted: frozenset({ReferralStatus.submitted, ReferralStatus.declined,
                                           ReferralStatus.proposed, ReferralStatus.unmatched}),
-    ReferralStatus.accepted: frozenset({ReferralStatus.proposed}),
+    # From declined too: an escalated crisis has several proposals open; one declined leaves
+    # the others, and matching only reports an acceptance it applied.
+    ReferralStatus.accepted: frozenset({ReferralStatus.proposed, ReferralStatus.declined}),
     ReferralStatus.declined: frozenset({ReferralStatus.proposed}),
     ReferralStatus.in_progress: frozenset({ReferralStatus.accepted}),
     ReferralStatus.completed: frozenset({ReferralStatus.in_progress, ReferralStatus.accepted}),
