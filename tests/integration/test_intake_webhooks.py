@@ -459,6 +459,15 @@ async def test_polling_with_a_cursor_misses_nothing_across_pages(
         await eventually(lambda: _status(client, rids[1], "proposed"))
         seen, cursor = await poll_all({"cursor": cursor})
         assert [(i["id"], i["status"]) for i in seen] == [(rids[3], "proposed"), (rids[1], "proposed")]
+        # A step that moves no status (the hold ran out) is a change the poll answers too.
+        await publish(redis, [changed(rids[3], "hold_expired", actor="matching")])
+
+        async def expiry_polled() -> list[dict[str, Any]]:
+            return (await poll_all({"cursor": cursor}))[0]
+
+        (moved,) = await eventually(expiry_polled)
+        assert moved["id"] == rids[3]
+        cursor = (await poll_all({"cursor": cursor}))[1]
 
         # Filters, and the list as before.
         r = (await client.get("/v1/referrals", params={"updated_since": since, "status": "proposed"},

@@ -188,6 +188,8 @@ def _enqueue_steps(session: Session, flush_context: Any, instances: Any) -> None
         referral = session.get(Referral, entry.referral_id)
         if referral is None:
             continue
+        # Every step changes what the agency reads, so polling (updated_since) answers it too.
+        referral.updated_at = max(referral.updated_at, utcnow()) if referral.updated_at else utcnow()
         if referral.agency_id not in endpoints:
             endpoints[referral.agency_id] = list(session.scalars(
                 select(WebhookEndpoint.id).where(WebhookEndpoint.agency_id == referral.agency_id,
