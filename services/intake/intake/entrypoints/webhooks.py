@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 from pydantic import BaseModel, Field
 
 from intake.adapters.webhook_http import UnsafeUrl
@@ -89,10 +89,11 @@ async def rotate_secret(endpoint_id: str, agency: AgencyDep, webhooks: WebhooksD
 
 
 @router.get("/{endpoint_id}/deliveries", response_model=DeliveryList, responses=NOT_FOUND)
-async def list_deliveries(endpoint_id: str, agency: AgencyDep, webhooks: WebhooksDep) -> DeliveryList:
+async def list_deliveries(endpoint_id: str, agency: AgencyDep, webhooks: WebhooksDep,
+                          limit: Annotated[int, Query(ge=1, le=200)] = 50) -> DeliveryList:
     """The latest deliveries to this endpoint, each with its attempts and next attempt."""
     try:
-        return await webhooks.deliveries(agency.id, endpoint_id)
+        return await webhooks.deliveries(agency.id, endpoint_id, limit)
     except NoSuchEndpoint:
         raise HTTPException(status.HTTP_404_NOT_FOUND, NO_ENDPOINT) from None
 
