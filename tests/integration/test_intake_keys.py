@@ -157,3 +157,37 @@ async def test_reading_personal_data_sealed_with_a_removed_key_answers_409_namin
         r = await client.get(url, headers=auth)
     assert r.status_code == 200, r.text
     assert r.json()["narrative"] == "cerita rahasia"
+
+
+async def test_rotate_takes_the_optional_caseworker_and_the_agencies_webhook_secrets_along(
+    database_url: str, redis_url: str, redis: Any
+) -> None:
+    worker = {"name": "Ani", "phone": "+62 811 000 111", "email": "ani@ppa.example"}
+    async with running(create_app(settings(database_url, redis_url).model_copy(
+            update={"encryption_keys": K1}))) as client:
+        with_one = body("CW-1") | {"caseworker": worker}
+        assert (await client.post("/v1/referrals", json=with_one, headers=AUTH)).status_code == 202
+        assert (await client.post("/v1/referrals", json=body("CW-2"), headers=AUTH)).status_code == 202
+        hook = await client.post("/v1/webhooks", json={"url": "http://127.0.0.1:9/hook"}, headers=AUTH)
+        assert hook.status_code == 201, hook.text
+    engine = make_engine(database_url)
+    try:
+        cipher = FieldCipher(f"{K2},{K1}")
+        assert set(await keys.sealed_by_key(sessions(engine), cipher)) == {"k2", "k1", "(not configured)"}
+        report = await keys.rotate(sessions(engine), cipher)
+        assert report.unreadable == []
+        assert report.webhook_secrets == 1
+        counts = await keys.sealed_by_key(sessions(engine), cipher)
+        assert counts["k1"] == 0  # k1 can go: it seals nothing, the webhook secret included
+        assert counts["(not configured)"] == 0  # a missing caseworker is nothing sealed, not a lost key
+        assert counts["k2"] == 3 + 1 + 3 + 1  # two referrals' fields, one caseworker, one secret
+    finally:
+        await engine.dispose()
+    app = create_app(settings(database_url, redis_url).model_copy(update={"encryption_keys": K2}))
+    async with running(app) as client:
+        listed = (await client.get("/v1/referrals", headers=AUTH)).json()["items"]
+        by_ref = {r["external_ref"]: r["id"] for r in listed}
+        referral, _ = await app.state.intake.get("demo", by_ref["CW-1"])
+        assert app.state.intake.caseworker(referral) == worker
+        repeat = await client.post("/v1/referrals", json=body("CW-1") | {"caseworker": worker}, headers=AUTH)
+        assert repeat.status_code == 200, repeat.text  # its digest was re-keyed with the caseworker in it

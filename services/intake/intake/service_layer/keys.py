@@ -29,6 +29,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from intake.adapters.crypto import DIGEST_PREFIX, FieldCipher, KeyringError
 from intake.adapters.orm import Referral
 from intake.domain.model import ReferralRequest
+from intake.service_layer import webhooks
 from intake.service_layer.referrals import request_bytes
 
 log = logging.getLogger("rujukan.intake.keys")
@@ -48,13 +49,15 @@ class Rotation:
 
     key_id: str
     rotated: int = 0  # referrals re-sealed (and their digest re-keyed)
+    webhook_secrets: int = 0  # agencies' webhook endpoints whose secrets were re-sealed
     digests_kept: int = 0  # referrals whose digest could not be rebuilt (see the module's doc)
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # (referral id, why)
 
 
 def _needs_rotation(cipher: FieldCipher) -> ColumnElement[bool]:
     current = f"v1:{cipher.current}:"
-    sealed_elsewhere = [not_(col.startswith(current, autoescape=True))
+    # An optional sealed field (the caseworker) may be NULL: nothing to rotate there.
+    sealed_elsewhere = [and_(col.is_not(None), not_(col.startswith(current, autoescape=True)))
                         for col in (getattr(Referral, name) for name in SEALED)]
     return or_(*sealed_elsewhere, not_(Referral.request_sha256.startswith(DIGEST_PREFIX, autoescape=True)))
 
@@ -70,7 +73,9 @@ async def sealed_by_key(sessions: async_sessionmaker[AsyncSession], cipher: Fiel
     many no configured key opens: a key can go once it holds none."""
     counts: dict[str, int] = {}
     async with sessions() as s:
-        total = int(await s.scalar(select(func.count()).select_from(Referral)) or 0) * len(SEALED)
+        total = 0
+        for name in SEALED:
+            total += int(await s.scalar(select(func.count(getattr(Referral, name)))) or 0)  # non-NULL values
         for kid in cipher.key_ids:
             counts[kid] = 0
             for name in SEALED:
@@ -79,6 +84,10 @@ async def sealed_by_key(sessions: async_sessionmaker[AsyncSession], cipher: Fiel
                     select(func.count()).select_from(Referral).where(col.startswith(f"v1:{kid}:", autoescape=True))
                 ) or 0)
     counts["(not configured)"] = total - sum(counts.values())
+    # Agencies' webhook secrets are sealed with the same keys: a key can go once it holds none.
+    for kid, n in (await webhooks.secrets_by_key(sessions)).items():
+        where = kid if kid in counts and kid != "(not configured)" else "(not configured)"
+        counts[where] += n
     return counts
 
 
@@ -100,12 +109,15 @@ async def rotate(sessions: async_sessionmaker[AsyncSession], cipher: FieldCipher
             after = rows[-1].id
         if on_batch is not None:
             on_batch(len(rows))
+    report.webhook_secrets = await webhooks.reseal_secrets(sessions, cipher)
     return report
 
 
 def _rotate_one(cipher: FieldCipher, referral: Referral, report: Rotation) -> None:
     try:
-        plain = {name: cipher.open(getattr(referral, name), f"{referral.id}:{what}") for name, what in SEALED.items()}
+        plain = {name: None if getattr(referral, name) is None else cipher.open(getattr(referral, name),
+                                                                                 f"{referral.id}:{what}")
+                 for name, what in SEALED.items()}
     except KeyringError as e:
         report.unreadable.append((referral.id, str(e)))
         return
@@ -120,13 +132,14 @@ def _rotate_one(cipher: FieldCipher, referral: Referral, report: Rotation) -> No
     elif body is None or not cipher.digest_matches(body, referral.request_sha256):
         report.digests_kept += 1
     for name, what in SEALED.items():
-        if not cipher.is_current(getattr(referral, name)):
-            setattr(referral, name, cipher.seal(plain[name], f"{referral.id}:{what}"))
+        value = plain[name]
+        if value is not None and not cipher.is_current(getattr(referral, name)):
+            setattr(referral, name, cipher.seal(value, f"{referral.id}:{what}"))
             changed = True
     report.rotated += changed
 
 
-def _rebuilt(referral: Referral, plain: dict[str, str]) -> bytes | None:
+def _rebuilt(referral: Referral, plain: dict[str, str | None]) -> bytes | None:
     """The submission as it was validated, from what the row holds; None if it no longer
     validates (a rule added since)."""
     try:
@@ -136,11 +149,12 @@ def _rebuilt(referral: Referral, plain: dict[str, str]) -> bytes | None:
             "client": {
                 "initials": plain["initials_enc"], "age": referral.age, "gender": referral.gender,
                 "region_code": referral.region_code, "languages": referral.languages,
-                "modality": referral.modality, "contact": json.loads(plain["contact_enc"]),
+                "modality": referral.modality, "contact": json.loads(plain["contact_enc"] or "null"),
                 "consent": {"share_with_provider": referral.consent_share,
                             "contact_by_provider": referral.consent_contact},
             },
             "narrative": plain["narrative_enc"],
+            **({"caseworker": json.loads(cw)} if (cw := plain.get("caseworker_enc")) else {}),
         })
     except (ValidationError, ValueError, KeyError):
         return None
