@@ -109,7 +109,7 @@ async def list_referrals(
 
 @router.post("/referrals/{referral_id}/cancel", response_model=ReferralWithTimeline, responses={
     **NOT_FOUND,
-    409: documented(409, "The referral is closed (completed or unmatched): nothing left to cancel",
+    409: documented(409, "The referral is closed (completed or cancelled): nothing left to cancel",
                     FieldError(field="status", status="completed",
                                reason="the referral is completed: only an open referral can be cancelled"))})
 async def cancel_referral(referral_id: str, body: CancelRequest, agency: AgencyDep,

@@ -366,6 +366,9 @@ NOTICES = {
     "hold_expired": ("Pemberitahuan batas waktu habis", "The notice that the hold expired"),
     "cancelled": ("Pemberitahuan pembatalan", "The notice of cancellation"),
     "response_refused": ("Pemberitahuan tanggapan tidak diterapkan", "The notice that a response was not applied"),
+    "withdrawn": ("Pemberitahuan usulan ditarik (layanan lain menerima lebih dulu)",
+                  "The notice that the proposal was withdrawn (another service accepted first)"),
+    "reminder": ("Pengingat sebelum batas waktu", "The reminder before the hold runs out"),
 }
 
 
