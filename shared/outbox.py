@@ -205,8 +205,9 @@ class OutboxRelay:
         await self._adopt(keys=[self.key], args=[repr(adopt_at), run_id])
         self.recoveries += 1
         self.republished += n
-        # A new Redis (first start) has no watermark and nothing to publish again: not a warning.
-        log.log(logging.WARNING if n else logging.INFO, "outbox %s: %s; publishing again %d events published since %s",
+        # A first start (no watermark) or a clean restart that lost nothing is normal: only a
+        # re-send is worth a line, and at INFO (the outbox made up for it; nothing is wrong).
+        log.log(logging.INFO if n else logging.DEBUG, "outbox %s: %s; publishing again %d events published since %s",
                 self.service, why, n, since.isoformat())
         if n:
             self.kick()
