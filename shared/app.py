@@ -84,7 +84,7 @@ def service_app(service: Service, settings: Any) -> FastAPI:
         service.install(app)
     if service.audit_model is not None:
         install_audit(app, service.audit_model)
-    app.include_router(health_router())
+    app.include_router(health_router(smtp=service.name == "notify"))  # notify's work is mail
     app.include_router(asyncapi_router(service))
     app.include_router(ops_router(), responses=ERROR_RESPONSES)
     for router in service.routers:

@@ -182,6 +182,52 @@ class Runtime:
         }
 
 
+    async def ready(self, *, smtp: bool = False) -> dict[str, Any]:
+        """Ready to do its work (not only alive): Redis answers PING, the database SELECT 1,
+        the SMTP relay a NOOP (`smtp`: notify's mail is its work), and every consumer of the
+        service runs. Each check's status; what is wrong is named, never a secret."""
+        checks = (await self.health())["checks"]
+        if smtp:
+            try:
+                await asyncio.wait_for(smtp_noop(self.settings.smtp_url), READY_TIMEOUT_S)
+                checks["smtp"] = "ok"
+            except Exception as e:
+                checks["smtp"] = f"error: {type(e).__name__}"
+        running = {id(c) for c in self.consumers}
+        tasks = [task for worker, task in self.workers._items if id(worker) in running]
+        if not tasks:
+            checks["consumer"] = "error: not started"
+        elif any(t.done() for t in tasks):
+            checks["consumer"] = "error: stopped"
+        else:
+            checks["consumer"] = "ok"
+        failing = sorted(k for k, v in checks.items() if v != "ok")
+        return {"status": "ready" if not failing else "not ready", "service": self.settings.service_name,
+                "checks": checks, "failing": failing}
+
+
+READY_TIMEOUT_S = 2.0
+
+
+async def smtp_noop(url: str) -> None:
+    """Connect to the relay of SMTP_URL (TLS as the scheme says), NOOP and QUIT; no login."""
+    from urllib.parse import urlparse
+
+    import aiosmtplib
+
+    u = urlparse(url)
+    smtp = aiosmtplib.SMTP(hostname=u.hostname or "127.0.0.1", port=u.port or (465 if u.scheme == "smtps" else 25),
+                           use_tls=u.scheme == "smtps", start_tls=u.scheme == "smtp+starttls",
+                           timeout=READY_TIMEOUT_S)
+    await smtp.connect()
+    try:
+        await smtp.noop()
+        with suppress(Exception):
+            await smtp.quit()
+    finally:
+        smtp.close()
+
+
 async def _until_ready(what: str, action: Callable[[], Awaitable[Any]], timeout: float = 60.0) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -198,12 +244,23 @@ async def _until_ready(what: str, action: Callable[[], Awaitable[Any]], timeout:
             delay = min(delay * 2, 3.0)
 
 
-def health_router() -> APIRouter:
+def health_router(*, smtp: bool = False) -> APIRouter:
+    """/health (alive) and /ready; `smtp`: /ready also checks the mail relay."""
     router = APIRouter()
 
     @router.get("/health", tags=["health"])
     async def health(request: Request) -> JSONResponse:
         report = await request.app.state.runtime.health()
         return JSONResponse(report, status_code=200 if report["status"] == "ok" else 503)
+
+    @router.get("/ready", tags=["health"])
+    async def ready(request: Request) -> JSONResponse:
+        """Ready (Redis, database, SMTP for notify, the consumer running): 200, or 503 naming
+        what is wrong. A process still starting has no runtime yet: not ready."""
+        runtime = getattr(request.app.state, "runtime", None)
+        if runtime is None:
+            return JSONResponse({"status": "not ready", "failing": ["starting"], "checks": {}}, status_code=503)
+        report = await runtime.ready(smtp=smtp)
+        return JSONResponse(report, status_code=200 if not report["failing"] else 503)
 
     return router
