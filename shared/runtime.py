@@ -18,9 +18,18 @@ from fastapi.responses import JSONResponse
 log = logging.getLogger("rujukan")
 
 
-def configure_logging(service: str, level: str = "INFO") -> None:
-    fmt = f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s"
-    logging.basicConfig(level=level.upper(), format=fmt, stream=sys.stderr, force=True)
+def configure_logging(service: str, level: str = "INFO", fmt: str | None = None) -> None:
+    """Text lines by default (`make run`); JSON lines when `LOG_FORMAT=json` (compose)."""
+    import os
+
+    from shared.tracing import JsonFormatter
+
+    handler = logging.StreamHandler(sys.stderr)
+    if (fmt or os.environ.get("LOG_FORMAT", "text")).lower() == "json":
+        handler.setFormatter(JsonFormatter(service))
+    else:
+        handler.setFormatter(logging.Formatter(f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
     # Access logs name paths and status codes only; they never include bodies.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
