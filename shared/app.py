@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from shared.audit import install_audit
 from shared.events import EventData
 from shared.http import ERROR_RESPONSES, install_error_handlers
+from shared.metrics import install_metrics
 from shared.ops import ops_router
 from shared.runtime import Runtime, Worker, health_router
 from shared.streams.asyncapi import document
@@ -84,6 +85,7 @@ def service_app(service: Service, settings: Any) -> FastAPI:
         service.install(app)
     if service.audit_model is not None:
         install_audit(app, service.audit_model)
+    install_metrics(app, service.name, service.group)
     app.include_router(health_router(smtp=service.name == "notify"))  # notify's work is mail
     app.include_router(asyncapi_router(service))
     app.include_router(ops_router(), responses=ERROR_RESPONSES)

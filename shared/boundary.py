@@ -37,8 +37,8 @@ from shared.problems import problem
 log = logging.getLogger("rujukan.http")
 
 # Answered without a credential, never rate-limited: health and the API's own description.
-OPEN_PATHS = frozenset({"/health", "/ready", "/openapi.json", "/asyncapi.json", "/docs", "/docs/oauth2-redirect",
-                        "/redoc"})
+OPEN_PATHS = frozenset({"/health", "/metrics", "/ready", "/openapi.json", "/asyncapi.json", "/docs",
+                        "/docs/oauth2-redirect", "/redoc"})
 # The pages' assets and language switch: nothing to guard, never rate-limited.
 OPEN_PREFIXES = ("/assets/", "/lang/")
 # People's pages check their own session (a missing one is sent to sign in, not answered

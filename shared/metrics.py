@@ -1,0 +1,166 @@
+"""Prometheus metrics of a service at `/metrics`: HTTP requests by route template and status
+and their duration, its consumer group's streams (length, pending, lag, dead letters) and
+the domain's counts (one GROUP BY query), read at scrape time with a short timeout.
+
+Only counts and labels from closed sets (route templates, statuses, stream names): never an
+id or anything personal. Open like /health (the front door does not route it; services'
+ports are internal)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy import text
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shared.streams.topology import TOPOLOGY, dead_letter_stream
+
+log = logging.getLogger("rujukan.metrics")
+
+SCRAPE_TIMEOUT_S = 2.0
+
+# Service -> (gauge name, help, its one COUNT ... GROUP BY query: label value, count).
+DOMAIN_COUNTS: dict[str, tuple[str, str, str, str]] = {
+    "intake": ("rujukan_referrals", "Referrals by status.", "status",
+               "SELECT status, COUNT(*) FROM referral GROUP BY status"),
+    "matching": ("rujukan_decisions", "Decisions by outcome.", "outcome",
+                 "SELECT outcome, COUNT(*) FROM decision GROUP BY outcome"),
+    "notify": ("rujukan_deliveries", "Deliveries by state (failed: out of attempts).", "state",
+               "SELECT state, COUNT(*) FROM delivery GROUP BY state"),
+}
+
+
+class Snapshot(Collector):
+    """What the route read at scrape time (async), handed to prometheus_client's sync collect."""
+
+    def __init__(self, service: str, group: str) -> None:
+        self.service, self.group = service, group
+        self.streams: list[tuple[str, int, int, int]] = []  # stream, length, pending, lag
+        self.dead_letters = 0
+        self.domain: list[tuple[str, int]] = []
+        self.up = {"redis": 0, "database": 0}
+
+    async def refresh(self, redis: Any, engine: Any) -> None:
+        try:
+            await asyncio.wait_for(self._read_streams(redis), SCRAPE_TIMEOUT_S)
+            self.up["redis"] = 1
+        except Exception as e:  # a scrape says Redis is down; it never fails
+            self.up["redis"] = 0
+            log.warning("metrics: streams unreadable (%s)", type(e).__name__)
+        try:
+            await asyncio.wait_for(self._read_domain(engine), SCRAPE_TIMEOUT_S)
+            self.up["database"] = 1
+        except Exception as e:
+            self.up["database"] = 0
+            log.warning("metrics: domain counts unreadable (%s)", type(e).__name__)
+
+    async def _read_streams(self, redis: Any) -> None:
+        rows: list[tuple[str, int, int, int]] = []
+        for stream in TOPOLOGY.get(self.group, []):
+            length = int(await redis.xlen(stream))
+            pending = lag = 0
+            for info in await redis.xinfo_groups(stream):
+                name = info.get("name")
+                if (name.decode() if isinstance(name, bytes) else name) == self.group:
+                    pending = int(info.get("pending") or 0)
+                    # Redis 7 counts the entries not yet delivered; None when it cannot tell.
+                    raw_lag = info.get("lag")
+                    lag = int(raw_lag) if raw_lag is not None else 0
+            rows.append((stream, length, pending, lag))
+        self.streams = rows
+        self.dead_letters = int(await redis.xlen(dead_letter_stream(self.group)))
+
+    async def _read_domain(self, engine: Any) -> None:
+        if self.service not in DOMAIN_COUNTS:
+            return
+        query = DOMAIN_COUNTS[self.service][3]
+        async with engine.connect() as conn:
+            result = await conn.execute(text(query))
+            self.domain = [(str(label), int(count)) for label, count in result.all()]
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        length = GaugeMetricFamily("rujukan_stream_length", "Entries in a stream the group reads.",
+                                   labels=["group", "stream"])
+        pending = GaugeMetricFamily("rujukan_stream_pending", "Entries delivered to the group, not yet acknowledged.",
+                                    labels=["group", "stream"])
+        lag = GaugeMetricFamily("rujukan_stream_lag", "Entries not yet delivered to the group.",
+                                labels=["group", "stream"])
+        for stream, n, p, g in self.streams:
+            length.add_metric([self.group, stream], n)
+            pending.add_metric([self.group, stream], p)
+            lag.add_metric([self.group, stream], g)
+        yield from (length, pending, lag)
+        dead = GaugeMetricFamily("rujukan_dead_letters", "Entries in the group's dead-letter stream.",
+                                 labels=["group"])
+        dead.add_metric([self.group], self.dead_letters)
+        yield dead
+        up = GaugeMetricFamily("rujukan_dependency_up", "Whether the last scrape could read it.",
+                               labels=["service", "dependency"])
+        for dependency, value in self.up.items():
+            up.add_metric([self.service, dependency], value)
+        yield up
+        if self.service in DOMAIN_COUNTS:
+            name, doc, label, _ = DOMAIN_COUNTS[self.service]
+            gauge = GaugeMetricFamily(name, doc, labels=[label])
+            for label_value, count in self.domain:
+                gauge.add_metric([label_value], count)
+            yield gauge
+
+
+class HttpMetrics:
+    """Requests by method, route template (never the path: it holds ids) and status, and their duration."""
+
+    def __init__(self, app: ASGIApp, requests: Counter, duration: Histogram) -> None:
+        self.app, self.requests, self.duration = app, requests, duration
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = [500]
+        started = time.perf_counter()
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            self.requests.labels(scope.get("method", ""), template, str(status[0])).inc()
+            self.duration.labels(scope.get("method", ""), template).observe(time.perf_counter() - started)
+
+
+def install_metrics(app: FastAPI, service: str, group: str) -> CollectorRegistry:
+    """`/metrics` and the HTTP middleware, on a registry of this app's own."""
+    registry = CollectorRegistry(auto_describe=True)
+    requests = Counter("rujukan_http_requests", "HTTP requests by route template and status.",
+                       ["method", "route", "status"], registry=registry)
+    duration = Histogram("rujukan_http_request_duration_seconds", "HTTP request duration by route template.",
+                         ["method", "route"], registry=registry)
+    snapshot = Snapshot(service, group)
+    registry.register(snapshot)
+    app.add_middleware(HttpMetrics, requests=requests, duration=duration)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics(request: Request) -> Response:
+        runtime = getattr(request.app.state, "runtime", None)
+        if runtime is not None:
+            await snapshot.refresh(runtime.redis, runtime.engine)
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.state.metrics_registry = registry
+    return registry
+
