@@ -90,11 +90,36 @@ def test_compose_environment_builds_valid_settings(name: str) -> None:
     # What an operator sets is enough for production: compose needs no development value.
     assert settings.rujukan_env == "production"
     settings.refuse_development_values()
-    ports = compose()["services"][name]["ports"]
-    assert ports == [f"127.0.0.1:{settings.port}:{settings.port}"]  # people come through the proxy
+    assert "ports" not in compose()["services"][name]  # people come through the proxy: replicas scale
     health = " ".join(compose()["services"][name]["healthcheck"]["test"])
     assert f"127.0.0.1:{settings.port}/health" in health
     assert settings.database_url.endswith(f"/{name}")  # one database per service
+
+
+def test_only_the_front_door_publishes_ports_so_services_scale() -> None:
+    """`docker compose up --scale matching=3` needs no fixed host port on a service: only the
+    proxy publishes; a profile's extra (the dev mail catcher, monitoring) on 127.0.0.1 only."""
+    services = compose()["services"]
+    assert publishing(compose()) == {"proxy"}
+    for name, s in services.items():
+        if s.get("profiles"):
+            assert all(str(p).startswith("127.0.0.1:") for p in s.get("ports", [])), name
+    for name in APP_SERVICES:
+        assert "ports" not in services[name]
+        assert "container_name" not in services[name]  # a fixed name cannot scale either
+        assert services[name]["healthcheck"]["test"]  # checked inside the container, on its own port
+    assert services["proxy"]["ports"] == ["${RUJUKAN_HTTP_PORT:-8080}:80", "${RUJUKAN_HTTPS_PORT:-8443}:443"]
+
+
+def test_a_service_publishing_a_port_again_is_caught() -> None:
+    doc = compose()
+    doc["services"]["matching"]["ports"] = ["127.0.0.1:8002:8002"]
+    assert publishing(doc) == {"proxy", "matching"}
+
+
+def publishing(doc: dict) -> set[str]:
+    """Services outside any profile that publish a port on the host."""
+    return {name for name, s in doc["services"].items() if s.get("ports") and not s.get("profiles")}
 
 
 def test_every_service_database_is_created_by_the_postgres_init_script() -> None:
