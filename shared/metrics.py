@@ -12,6 +12,8 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -19,23 +21,48 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-from sqlalchemy import text
+from sqlalchemy import bindparam, text
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared.db import UTCDateTime
+from shared.events import utcnow
 from shared.streams.topology import TOPOLOGY, dead_letter_stream
 
 log = logging.getLogger("rujukan.metrics")
 
 SCRAPE_TIMEOUT_S = 2.0
 
-# Service -> (gauge name, help, its one COUNT ... GROUP BY query: label value, count).
-DOMAIN_COUNTS: dict[str, tuple[str, str, str, str]] = {
-    "intake": ("rujukan_referrals", "Referrals by status.", "status",
-               "SELECT status, COUNT(*) FROM referral GROUP BY status"),
-    "matching": ("rujukan_decisions", "Decisions by outcome.", "outcome",
-                 "SELECT outcome, COUNT(*) FROM decision GROUP BY outcome"),
-    "notify": ("rujukan_deliveries", "Deliveries by state (failed: out of attempts).", "state",
-               "SELECT state, COUNT(*) FROM delivery GROUP BY state"),
+@dataclass(frozen=True)
+class Count:
+    """One gauge read with one query: its rows are (label values..., count)."""
+
+    name: str
+    doc: str
+    labels: tuple[str, ...]
+    sql: str
+
+
+# Service -> its domain's gauges. `:minute_ago` and `:soon` are bound at scrape time.
+DOMAIN_COUNTS: dict[str, tuple[Count, ...]] = {
+    "intake": (
+        Count("rujukan_referrals", "Referrals by status.", ("status",),
+              "SELECT status, COUNT(*) FROM referral GROUP BY status"),
+        Count("rujukan_crisis_undecided", "Crisis referrals submitted over a minute ago, still undecided.", (),
+              "SELECT COUNT(*) FROM referral WHERE status = 'submitted' AND urgency = 'crisis' "
+              "AND created_at < :minute_ago"),
+        Count("rujukan_webhook_endpoints", "Agencies' webhook endpoints by status (failing: deliveries failing).",
+              ("status",), "SELECT status, COUNT(*) FROM webhook_endpoint GROUP BY status"),
+    ),
+    "matching": (
+        Count("rujukan_decisions", "Decisions by outcome.", ("outcome",),
+              "SELECT outcome, COUNT(*) FROM decision GROUP BY outcome"),
+        Count("rujukan_holds_expiring", "Seat holds running out within the hour.", (),
+              "SELECT COUNT(*) FROM seat_hold WHERE state = 'held' AND expires_at < :soon"),
+    ),
+    "notify": (
+        Count("rujukan_deliveries", "Deliveries by state (failed: out of attempts).", ("state",),
+              "SELECT state, COUNT(*) FROM delivery GROUP BY state"),
+    ),
 }
 
 
@@ -46,7 +73,7 @@ class Snapshot(Collector):
         self.service, self.group = service, group
         self.streams: list[tuple[str, int, int, int]] = []  # stream, length, pending, lag
         self.dead_letters = 0
-        self.domain: list[tuple[str, int]] = []
+        self.domain: dict[str, list[tuple[tuple[str, ...], int]]] = {}
         self.up = {"redis": 0, "database": 0}
 
     async def refresh(self, redis: Any, engine: Any) -> None:
@@ -80,12 +107,17 @@ class Snapshot(Collector):
         self.dead_letters = int(await redis.xlen(dead_letter_stream(self.group)))
 
     async def _read_domain(self, engine: Any) -> None:
-        if self.service not in DOMAIN_COUNTS:
-            return
-        query = DOMAIN_COUNTS[self.service][3]
+        now = utcnow()
+        found: dict[str, list[tuple[tuple[str, ...], int]]] = {}
         async with engine.connect() as conn:
-            result = await conn.execute(text(query))
-            self.domain = [(str(label), int(count)) for label, count in result.all()]
+            for count in DOMAIN_COUNTS.get(self.service, ()):
+                query = text(count.sql)
+                binds = {"minute_ago": now - timedelta(minutes=1), "soon": now + timedelta(hours=1)}
+                used = {k: v for k, v in binds.items() if f":{k}" in count.sql}
+                query = query.bindparams(*(bindparam(k, type_=UTCDateTime) for k in used)) if used else query
+                rows = (await conn.execute(query, used)).all()
+                found[count.name] = [(tuple(str(v) for v in row[:-1]), int(row[-1] or 0)) for row in rows]
+        self.domain = found
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         length = GaugeMetricFamily("rujukan_stream_length", "Entries in a stream the group reads.",
@@ -108,11 +140,10 @@ class Snapshot(Collector):
         for dependency, value in self.up.items():
             up.add_metric([self.service, dependency], value)
         yield up
-        if self.service in DOMAIN_COUNTS:
-            name, doc, label, _ = DOMAIN_COUNTS[self.service]
-            gauge = GaugeMetricFamily(name, doc, labels=[label])
-            for label_value, count in self.domain:
-                gauge.add_metric([label_value], count)
+        for count in DOMAIN_COUNTS.get(self.service, ()):
+            gauge = GaugeMetricFamily(count.name, count.doc, labels=list(count.labels))
+            for label_values, n in self.domain.get(count.name, []):
+                gauge.add_metric(list(label_values), n)
             yield gauge
 
 

@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import bindparam, text
 
+from shared.db import UTCDateTime
+from shared.events import utcnow
 from shared.streams.topology import SUBMITTED
 from tests.apps import eventually
 from tests.integration.test_http_boundary import AGENCY, client, make, sqlite, started
@@ -85,6 +89,14 @@ async def test_metrics_are_open_count_only_and_cover_the_dashboard_and_the_alert
 
             m, n = await eventually(decided, timeout=30)
             text_i, i = await scrape(intake)
+            # A crisis still undecided after a minute (made so in its row): counted, and only then.
+            ninety_s_ago = utcnow() - timedelta(seconds=90)
+            async with apps[0].state.runtime.engine.begin() as conn:
+                await conn.execute(text("UPDATE referral SET status = 'submitted', urgency = 'crisis', "
+                                        "created_at = :at WHERE id = :id").bindparams(
+                    bindparam("at", type_=UTCDateTime)), {"at": ninety_s_ago, "id": rid})
+            _, late = await scrape(intake)
+            assert value(late, "rujukan_crisis_undecided") == 1
 
     # The request counter names route templates, never a path holding an id.
     assert value(i, "rujukan_http_requests_total", method="POST", route="/v1/referrals") == 1
@@ -101,6 +113,9 @@ async def test_metrics_are_open_count_only_and_cover_the_dashboard_and_the_alert
     assert {ls["stream"] for ls, _ in m["rujukan_stream_lag"]} >= {SUBMITTED}
     assert value(m, "rujukan_stream_pending", group="matching", stream=SUBMITTED) == 0
     assert "rujukan_deliveries" in n
+    assert value(i, "rujukan_crisis_undecided") == 0  # none waited a minute
+    assert value(m, "rujukan_holds_expiring") == 0
+    assert "rujukan_webhook_endpoints" in i
     assert "rujukan_referrals" not in n
     for found in (i, m, n):
         assert value(found, "rujukan_dependency_up", dependency="redis") == 1
@@ -119,7 +134,7 @@ def test_prometheus_scrapes_each_service_at_its_port_with_the_alert_rules() -> N
     ports = {job["job_name"]: job["dns_sd_configs"][0]["port"] for job in config["scrape_configs"]}
     assert ports == {"intake": 8001, "matching": 8002, "notify": 8003}
     names = {r["alert"] for r in alert_rules()}
-    assert {"DeadLetter", "ConsumerLagGrowing", "DeliveriesFailing"} <= names
+    assert {"DeadLetter", "ConsumerLagGrowing", "DeliveriesFailing", "CrisisUndecided", "WebhooksFailing"} <= names
     compose = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]
     assert compose["prometheus"]["profiles"] == compose["grafana"]["profiles"] == ["monitoring"]
     mounted = " ".join(compose["prometheus"]["volumes"] + compose["grafana"]["volumes"])
