@@ -1,0 +1,111 @@
+"""`rujukan status`: the whole system in one table, from Redis only (REDIS_URL).
+
+Per service (its consumer group): its consumers (one per replica) and how long each has been
+idle, the lag (entries not yet read) and pending entries (read, not acknowledged) over its
+streams, its dead letters, and the age of the oldest pending entry on an urgent lane (a
+crisis waiting). Colours: green all clear, yellow work waiting, red what needs an operator."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Annotated, Any
+
+import redis.asyncio as aioredis
+import typer
+from redis.exceptions import ResponseError
+from rich.console import Console
+from rich.table import Table
+
+from shared.streams.topology import TOPOLOGY, dead_letter_stream, decoded, is_urgent_lane
+
+# An urgent entry pending longer than this is red: a crisis waits for nobody.
+URGENT_PENDING_ALERT_S = 60.0
+
+
+async def system_status(redis: aioredis.Redis, topology: dict[str, list[str]] | None = None) -> list[dict[str, Any]]:
+    """One row per consumer group: consumers {name: idle ms}, lag, pending, dead letters,
+    the oldest pending urgent entry's age in seconds (None when none) and missing streams."""
+    now_ms = time.time() * 1000
+    rows = []
+    for group, streams in (topology or TOPOLOGY).items():
+        row: dict[str, Any] = {"group": group, "consumers": {}, "lag": 0, "pending": 0, "unknown_lag": False,
+                               "dead_letters": int(await redis.xlen(dead_letter_stream(group))),
+                               "oldest_urgent_s": None, "missing": []}
+        for stream in streams:
+            try:
+                groups: Any = await redis.xinfo_groups(stream)
+            except ResponseError:  # the stream does not exist yet
+                groups = []
+            mine = [g for g in groups if decoded(g["name"]) == group]
+            if not mine:
+                row["missing"].append(stream)
+                continue
+            g = mine[0]
+            row["pending"] += int(g["pending"])
+            if g.get("lag") is None:
+                row["unknown_lag"] = True  # Redis cannot tell (entries trimmed or deleted)
+            else:
+                row["lag"] += int(g["lag"])
+            consumers: Any = await redis.xinfo_consumers(stream, group)
+            for c in consumers:
+                name, idle = decoded(c["name"]), int(c["idle"])
+                row["consumers"][name] = min(idle, row["consumers"].get(name, idle))
+            if is_urgent_lane(stream) and int(g["pending"]):
+                summary: Any = await redis.xpending(stream, group)
+                oldest = decoded(summary["min"])
+                age = max(now_ms - int(oldest.split("-")[0]), 0) / 1000
+                row["oldest_urgent_s"] = max(age, row["oldest_urgent_s"] or 0)
+        rows.append(row)
+    return rows
+
+
+def status_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table("service", "consumers (idle)", "lag", "pending", "dead letters", "oldest urgent pending",
+                  title="Rujukan: the system at a glance")
+    for r in rows:
+        if r["consumers"]:
+            consumers = "\n".join(f"{name} ({idle / 1000:.1f}s)" for name, idle in sorted(r["consumers"].items()))
+            consumers = f"[green]{len(r['consumers'])}[/green]: {consumers}"
+        else:
+            consumers = "[red]none running[/red]"
+        if r["missing"]:
+            consumers += f"\n[red]no group on {len(r['missing'])} stream(s)[/red]"
+        lag = f"{r['lag']}{'+?' if r['unknown_lag'] else ''}"
+        urgent = r["oldest_urgent_s"]
+        if urgent is None:
+            oldest = "[green]none[/green]"
+        else:
+            oldest = f"[{'red' if urgent > URGENT_PENDING_ALERT_S else 'yellow'}]{urgent:.0f}s[/]"
+        table.add_row(
+            r["group"], consumers,
+            f"[{'yellow' if r['lag'] or r['unknown_lag'] else 'green'}]{lag}[/]",
+            f"[{'yellow' if r['pending'] else 'green'}]{r['pending']}[/]",
+            f"[{'red' if r['dead_letters'] else 'green'}]{r['dead_letters']}[/]",
+            oldest,
+        )
+    return table
+
+
+def status(
+    redis_url: Annotated[str, typer.Option(envvar="REDIS_URL", help="the Redis the services share")]
+    = "redis://127.0.0.1:6379/0",
+) -> None:
+    """The whole system in one table (per service: replicas, lag, pending, dead letters, the
+    oldest pending crisis), from Redis only."""
+    from shared.streams.topology import connect
+
+    async def main() -> list[dict[str, Any]]:
+        redis = connect(redis_url)
+        try:
+            return await asyncio.wait_for(system_status(redis), 30)
+        finally:
+            await redis.aclose()
+
+    console = Console()
+    try:
+        rows = asyncio.run(main())
+    except Exception as e:
+        console.print(f"[red]Redis did not answer: {type(e).__name__}[/red]")  # no URL: it holds a password
+        raise typer.Exit(1) from None
+    console.print(status_table(rows))

@@ -1,0 +1,84 @@
+"""`rujukan status` against a real Redis: per service its consumers, lag, pending, dead
+letters and the oldest pending crisis, as the streams really stand; colour on a terminal."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+from typing import Any
+
+from rich.console import Console
+from typer.testing import CliRunner
+
+from devtools.redis_server import free_port
+from intake.operator_cli import app as cli
+from shared.status import status_table, system_status
+from shared.streams.topology import SUBMITTED, SUBMITTED_URGENT, dead_letter_stream, provision
+
+
+async def a_crisis_waits_and_a_letter_died(redis: Any) -> None:
+    await provision(redis)
+    await redis.xadd(SUBMITTED_URGENT, {"envelope": "{}"})
+    # A replica of matching read the crisis and has not acknowledged it.
+    await redis.xreadgroup("matching", "matching-r1", {SUBMITTED_URGENT: ">"}, count=1)
+    await redis.xadd(SUBMITTED, {"envelope": "{}"})
+    await redis.xadd(SUBMITTED, {"envelope": "{}"})  # two routine entries nobody read yet
+    await redis.xadd(dead_letter_stream("notify"), {"envelope": "{}"})
+
+
+async def test_status_counts_what_the_streams_hold(redis: Any) -> None:
+    await a_crisis_waits_and_a_letter_died(redis)
+    await asyncio.sleep(0.05)
+    rows = {r["group"]: r for r in await system_status(redis)}
+    assert set(rows) == {"intake", "matching", "notify"}
+    m = rows["matching"]
+    assert list(m["consumers"]) == ["matching-r1"]
+    assert m["pending"] == 1
+    assert m["lag"] == 2
+    assert m["dead_letters"] == 0
+    assert 0 < m["oldest_urgent_s"] < 60
+    assert m["missing"] == []
+    n = rows["notify"]
+    assert n["dead_letters"] == 1
+    assert n["consumers"] == {}
+    assert n["pending"] == 0
+    assert n["oldest_urgent_s"] is None
+
+    out = io.StringIO()
+    Console(file=out, force_terminal=True, width=200, color_system="standard").print(status_table(list(rows.values())))
+    text = out.getvalue()
+    assert "\x1b[31m" in text  # red: a dead letter, services with no consumer
+    assert "matching-r1" in text
+
+
+async def test_an_old_crisis_is_red_and_an_unprovisioned_redis_says_so(redis: Any) -> None:
+    old = int(time.time() * 1000) - 120_000
+    await provision(redis)
+    await redis.xadd(SUBMITTED_URGENT, {"envelope": "{}"}, id=f"{old}-0")
+    await redis.xreadgroup("matching", "matching-r1", {SUBMITTED_URGENT: ">"}, count=1)
+    rows = {r["group"]: r for r in await system_status(redis)}
+    assert rows["matching"]["oldest_urgent_s"] >= 119
+    out = io.StringIO()
+    Console(file=out, force_terminal=True, width=200, color_system="standard").print(status_table([rows["matching"]]))
+    assert "\x1b[31m120s" in out.getvalue() or "\x1b[31m121s" in out.getvalue()
+
+    await redis.flushdb()
+    rows = {r["group"]: r for r in await system_status(redis)}
+    assert rows["intake"]["missing"]  # no group provisioned: named, not a crash
+
+
+async def test_the_command_prints_one_table_and_exits_0(redis: Any, redis_url: str) -> None:
+    await a_crisis_waits_and_a_letter_died(redis)
+    res = await asyncio.to_thread(CliRunner().invoke, cli, ["status"], env={"REDIS_URL": redis_url})
+    assert res.exit_code == 0, res.output
+    for name in ("intake", "matching", "notify", "matching-r1", "dead letters"):
+        assert name in res.output
+
+
+async def test_an_unreachable_redis_is_said_without_its_password() -> None:
+    url = f"redis://:s3cret-pw@127.0.0.1:{free_port()}/0"
+    res = await asyncio.to_thread(CliRunner().invoke, cli, ["status"], env={"REDIS_URL": url})
+    assert res.exit_code == 1
+    assert "Redis did not answer" in res.output
+    assert "s3cret-pw" not in res.output
