@@ -332,6 +332,9 @@ class Envelope(BaseModel):
 
     @classmethod
     def wrap(cls, data: EventData, *, source: str, subject: str, traceparent: str | None = None) -> Envelope:
+        if traceparent is None:  # made in a request or a handler: carry its trace on
+            from shared.tracing import current_traceparent
+            traceparent = current_traceparent()
         return cls(type=data.TYPE, source=source, subject=subject, traceparent=traceparent,
                    data=data.model_dump(mode="json"))
 

@@ -43,6 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.events import Envelope, utcnow
 from shared.streams.topology import PREFIX, stream_for
+from shared.tracing import current_traceparent, tracer
 
 log = logging.getLogger("rujukan.outbox")
 
@@ -53,7 +54,13 @@ def add_events(session: AsyncSession, model: type, envelopes: Sequence[Envelope]
 
 
 def outbox_row(env: Envelope) -> dict[str, str]:
-    """An outbox row's values, for a plain INSERT on a hot path (created_at is the column's default)."""
+    """An outbox row's values, for a plain INSERT on a hot path (created_at is the column's default).
+    An event made outside any span starts its trace here, so that its hops still join up."""
+    if env.traceparent is None:
+        with tracer.start_as_current_span(f"outbox {env.type}", attributes={"rujukan.event_id": env.id}):
+            traceparent = current_traceparent()
+        if traceparent is not None:
+            env = env.model_copy(update={"traceparent": traceparent})
     return {"event_id": env.id, "event_type": env.type, "envelope": env.model_dump_json()}
 
 

@@ -22,7 +22,7 @@ def configure_logging(service: str, level: str = "INFO", fmt: str | None = None)
     """Text lines by default (`make run`); JSON lines when `LOG_FORMAT=json` (compose)."""
     import os
 
-    from shared.tracing import JsonFormatter
+    from shared.tracing import JsonFormatter, setup_tracing
 
     handler = logging.StreamHandler(sys.stderr)
     if (fmt or os.environ.get("LOG_FORMAT", "text")).lower() == "json":
@@ -30,6 +30,7 @@ def configure_logging(service: str, level: str = "INFO", fmt: str | None = None)
     else:
         handler.setFormatter(logging.Formatter(f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+    setup_tracing(service)  # the trace ids in the logs; exported only when OTLP is configured
     # Access logs name paths and status codes only; they never include bodies.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)

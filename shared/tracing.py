@@ -4,6 +4,13 @@ Logs: `LOG_FORMAT=json` writes one JSON object a line (service, level, logger, m
 while a handler processes an event, its event id and trace id); text stays the default for
 `make run`. Only the log call's message is written: the project's rule that log messages
 name ids and counts, never personal data, holds here as everywhere.
+
+Traces: the envelope's W3C `traceparent` carries the trace from where an event was made (the
+request or the handler that made it; `Envelope.wrap` takes the current span), through the
+outbox (which stamps an event made outside any span with a span of its own), to each
+consumer's handling (a child span, `StreamConsumer`), whose events carry it on. Spans are
+exported by OTLP only when OTEL_EXPORTER_OTLP_ENDPOINT is set (the `otlp` extra); otherwise
+they are made for the ids in the logs and dropped. Span attributes are ids and types only.
 """
 
 from __future__ import annotations
@@ -12,10 +19,21 @@ import contextlib
 import contextvars
 import json
 import logging
+import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
 from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+log = logging.getLogger("rujukan.tracing")
+_PROPAGATOR = TraceContextTextMapPropagator()
+# A proxy: it uses the provider setup_tracing installs, and makes no-op spans before that.
+tracer = trace.get_tracer("rujukan")
 
 # The event a handler is processing in this task (None outside a handler).
 current_event_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("rujukan_event_id", default=None)
@@ -55,3 +73,36 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         return json.dumps(out, ensure_ascii=False, default=str)
+
+
+def setup_tracing(service: str) -> TracerProvider:
+    """Install the process's tracer provider once (later calls return it)."""
+    current = trace.get_tracer_provider()
+    if isinstance(current, TracerProvider):
+        return current
+    provider = TracerProvider(resource=Resource.create({"service.name": service}))
+    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        try:
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        except ImportError:
+            log.warning("OTEL_EXPORTER_OTLP_ENDPOINT is set but the OTLP exporter is not installed "
+                        "(uv sync --extra otlp); traces are not exported")
+        else:
+            provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(provider)
+    return provider
+
+
+def current_traceparent() -> str | None:
+    """The current span's W3C traceparent, None outside a (recording) span."""
+    carrier: dict[str, str] = {}
+    _PROPAGATOR.inject(carrier)
+    return carrier.get("traceparent")
+
+
+def context_of(traceparent: str | None) -> Context | None:
+    """The context a span continues from an envelope's traceparent (None: a new trace);
+    a malformed traceparent starts a new trace rather than failing the handler."""
+    if not traceparent:
+        return None
+    return _PROPAGATOR.extract({"traceparent": traceparent})

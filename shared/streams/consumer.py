@@ -28,6 +28,7 @@ import redis.asyncio as aioredis
 from faststream import AckPolicy
 from faststream.redis import RedisBroker, StreamSub
 from faststream.redis.message import RedisBatchStreamMessage
+from opentelemetry import trace
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -44,6 +45,7 @@ from shared.streams.topology import (
     replay_stream,
     stats_key,
 )
+from shared.tracing import context_of, event_context, tracer
 
 log = logging.getLogger("rujukan.streams")
 
@@ -457,7 +459,18 @@ class StreamConsumer:
     async def _handle(self, stream: str, messages: list[Message]) -> None:
         """Run the handler, then acknowledge; infrastructure errors are retried in place
         (until stop) since they are not the entries' fault."""
-        await self._retrying_transient(lambda: self.handler(messages))
+        # The handling continues the first event's trace (a batch links the others' traces);
+        # the events the handler makes carry this span on (Envelope.wrap).
+        first = messages[0].envelope
+        links = [trace.Link(ctx) for m in messages[1:]
+                 if (ctx := trace.get_current_span(context_of(m.envelope.traceparent)).get_span_context()).is_valid]
+        with tracer.start_as_current_span(
+                f"{self.group} handle {first.type}", context=context_of(first.traceparent), links=links,
+                kind=trace.SpanKind.CONSUMER,
+                attributes={"messaging.destination.name": stream, "messaging.batch.message_count": len(messages),
+                            "rujukan.event_id": first.id}), \
+                event_context(first.id if len(messages) == 1 else None):
+            await self._retrying_transient(lambda: self.handler(messages))
         self.stats.handled += len(messages)
         await self._retrying_transient(lambda: self._ack(stream, messages))
 
