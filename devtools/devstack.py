@@ -201,9 +201,14 @@ class Stack:
         self._stopping = threading.Event()
 
     def start(self) -> None:
-        if not _bindable(self.proxy_host, self.proxy_port):
-            # Else the mails' links would point at whatever holds it.
-            raise PortInUse(f"port {self.proxy_port} is in use: set RUJUKAN_PROXY_PORT to a free one")
+        # Every port checked before anything starts (else the mails' links would point at
+        # whatever holds the proxy's): one message naming each busy one and its variable.
+        busy = self.busy_ports()
+        if busy:
+            lines = [f"port {port} is in use: set {variable} to a free one ({what})" for what, port, variable in busy]
+            example = " ".join(f"{variable}={port + 100}" for _, port, variable in busy)
+            raise PortInUse("\n".join([*lines, "Another `make run` may be running already; or choose other ports,"
+                                        f" e.g. `{example} make run`."]))
         self.var.mkdir(parents=True, exist_ok=True)
         redis_url = self.env.get("REDIS_URL")
         if not redis_url:
@@ -223,6 +228,18 @@ class Stack:
         for name in APP_SERVICES:
             self._spawn(name)
         self._spawn(PROXY)
+
+    def busy_ports(self) -> list[tuple[str, int, str]]:
+        """(what, port, the variable that moves it) for each port this stack needs and another
+        program holds."""
+        wanted = [("the proxy", self.proxy_host, self.proxy_port, "RUJUKAN_PROXY_PORT")]
+        wanted += [(name, "127.0.0.1", self.port(name), f"RUJUKAN_{name.upper()}_PORT") for name in APP_SERVICES]
+        if not self.env.get("REDIS_URL"):
+            wanted.append(("redis", "127.0.0.1", int(self.env.get("RUJUKAN_REDIS_PORT", "6380")), "RUJUKAN_REDIS_PORT"))
+        if not self.env.get("SMTP_URL"):
+            wanted.append(("the mail catcher", "127.0.0.1", int(self.env.get("RUJUKAN_SMTP_PORT", "1025")),
+                           "RUJUKAN_SMTP_PORT"))
+        return [(what, port, variable) for what, host, port, variable in wanted if not _bindable(host, port)]
 
     @property
     def origin(self) -> str:
