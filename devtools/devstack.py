@@ -116,6 +116,8 @@ def local_environment(spec: AppSpec, var: Path, redis_url: str, smtp_url: str,
         "REDIS_URL": redis_url,
         "DATABASE_URL": env.get(f"{spec.name.upper()}_DATABASE_URL")
         or f"sqlite+aiosqlite:///{var / f'{spec.name}.db'}",
+        # Lines a person reads in a terminal; compose's JSON lines are for a log collector.
+        "LOG_FORMAT": env.get("LOG_FORMAT") or "text",
     })
     if "SMTP_URL" in out:
         out["SMTP_URL"] = smtp_url

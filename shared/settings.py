@@ -95,6 +95,8 @@ class ServiceSettings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6380/0"
     database_url: str = "sqlite+aiosqlite:///./var/rujukan.db"
     log_level: str = "INFO"
+    # "text" (make run) or "json" lines (compose); configure_logging reads it at start.
+    log_format: Literal["text", "json"] = "text"
     # Whose X-Forwarded-For/-Proto uvicorn believes: the reverse proxy's addresses ("*" where
     # only the proxy can reach the service, as on compose's network).
     forwarded_allow_ips: str = "127.0.0.1"
