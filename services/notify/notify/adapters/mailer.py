@@ -15,6 +15,8 @@ from urllib.parse import unquote, urlparse
 
 import aiosmtplib
 
+from shared.tracing import tracer
+
 # A session last used longer ago than this is closed and a new one opened: servers drop idle
 # sessions (RFC 5321 asks them to wait 5 minutes; some wait far less).
 REUSE_WITHIN_S = 10.0
@@ -55,14 +57,16 @@ class Mailer:
         msg.set_content(body)
         if html is not None:
             msg.add_alternative(html, subtype="html")
-        async with self._lock:  # one session carries one mail at a time
-            smtp = await self._session()
-            try:
-                await smtp.send_message(msg)
-            except BaseException:
-                await self._drop()  # whatever state it is in now, it is not reused
-                raise
-            self._last_used = time.monotonic()
+        # A span of the event's trace (the delivery round runs in it); ids only, no address.
+        with tracer.start_as_current_span("notify mail send", attributes={"rujukan.message_id": message_id}):
+            async with self._lock:  # one session carries one mail at a time
+                smtp = await self._session()
+                try:
+                    await smtp.send_message(msg)
+                except BaseException:
+                    await self._drop()  # whatever state it is in now, it is not reused
+                    raise
+                self._last_used = time.monotonic()
 
     async def _session(self) -> aiosmtplib.SMTP:
         if self._smtp is not None:
