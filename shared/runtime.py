@@ -258,12 +258,16 @@ def health_router(*, smtp: bool = False) -> APIRouter:
     """/health (alive) and /ready; `smtp`: /ready also checks the mail relay."""
     router = APIRouter()
 
-    @router.get("/health", tags=["health"])
+    # Both answer 503 when something is wrong: documented, so a client (and the fuzzer) expects it.
+    not_ok: dict[int | str, dict[str, Any]] = {
+        503: {"description": "Not healthy / not ready: the report names what is failing"}}
+
+    @router.get("/health", tags=["health"], responses=not_ok)
     async def health(request: Request) -> JSONResponse:
         report = await request.app.state.runtime.health()
         return JSONResponse(report, status_code=200 if report["status"] == "ok" else 503)
 
-    @router.get("/ready", tags=["health"])
+    @router.get("/ready", tags=["health"], responses=not_ok)
     async def ready(request: Request) -> JSONResponse:
         """Ready (Redis, database, SMTP for notify, the consumer running): 200, or 503 naming
         what is wrong. A process still starting has no runtime yet: not ready."""

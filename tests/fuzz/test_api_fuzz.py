@@ -48,6 +48,7 @@ from schemathesis.specs.openapi.checks import (
 )
 from sqlalchemy import text
 
+from devtools.mailcatcher import MailCatcher
 from devtools.redis_server import free_port
 from shared.db import make_engine
 from shared.events import Envelope, Recipient, ReferralMatched, utcnow
@@ -203,12 +204,12 @@ def matching(database: Callable[[str], str], redis_url: str) -> Iterator[Service
 
 
 @pytest.fixture(scope="module")
-def notify(database: Callable[[str], str], redis_url: str) -> Iterator[Service]:
+def notify(database: Callable[[str], str], redis_url: str, smtp_server: MailCatcher) -> Iterator[Service]:
     from notify.bootstrap import create_app
     from notify.settings import Settings
 
-    smtp = f"smtp://127.0.0.1:{free_port()}"  # nothing listens: deliveries back off, never block a request
-    with serving(create_app, Settings, **_settings(database, redis_url, "notify", smtp_url=smtp,
+    # A real mail relay: notify is ready (its /ready checks the relay), and the mails go somewhere.
+    with serving(create_app, Settings, **_settings(database, redis_url, "notify", smtp_url=smtp_server.url,
                                                    receiver_grant_secret=GRANT_SECRET)) as served:
         receiver_id, proposal_id = _propose(redis_url)
         onboarding = {"Authorization": f"Bearer {ROLE_KEYS[Role.onboarding]}"}
@@ -217,8 +218,7 @@ def notify(database: Callable[[str], str], redis_url: str) -> Iterator[Service]:
                            timeout=30).status_code != 200:  # until notify has recorded the proposal
             assert time.monotonic() < deadline, "notify did not record the proposal"
             time.sleep(0.1)
-        # One for the onboarding operator to revoke (issued as operators do: it is mailed, and
-        # never sent here, as no SMTP server listens) ...
+        # One for the onboarding operator to revoke (issued as operators do: it is mailed) ...
         r = requests.post(f"{served.url}/v1/receivers/{receiver_id}/tokens", json={"valid_days": 1},
                           headers=onboarding, timeout=30)
         assert r.status_code == 202, r.text
