@@ -2,8 +2,10 @@
 
 Per service (its consumer group): its consumers (one per replica) and how long each has been
 idle, the lag (entries not yet read) and pending entries (read, not acknowledged) over its
-streams, its dead letters, and the age of the oldest pending entry on an urgent lane (a
-crisis waiting). Colours: green all clear, yellow work waiting, red what needs an operator."""
+streams, its dead letters, the age of the oldest pending entry on an urgent lane (a
+crisis waiting), and for notify its failed deliveries of the last 24 hours (its
+`notification.failed` events still on their stream: a count, nothing of the event).
+Colours: green all clear, yellow work waiting, red what needs an operator."""
 
 from __future__ import annotations
 
@@ -15,23 +17,34 @@ import redis.asyncio as aioredis
 import typer
 from redis.exceptions import ResponseError
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
-from shared.streams.topology import TOPOLOGY, dead_letter_stream, decoded, is_urgent_lane
+from shared.events import NotificationFailed
+from shared.streams.topology import NOTIFICATIONS, TOPOLOGY, dead_letter_stream, decoded, is_urgent_lane
 
 # An urgent entry pending longer than this is red: a crisis waits for nobody.
 URGENT_PENDING_ALERT_S = 60.0
+# The service whose delivery outcomes are on this stream, and how far back its failures count.
+DELIVERY_OUTCOMES = {"notify": NOTIFICATIONS}
+FAILED_WITHIN_S = 24 * 3600
+# Every version of the type: an older producer's failures count as well.
+_FAILED_TYPE = NotificationFailed.TYPE.rsplit(".", 1)[0] + "."
+_PAGE = 1000
 
 
 async def system_status(redis: aioredis.Redis, topology: dict[str, list[str]] | None = None) -> list[dict[str, Any]]:
     """One row per consumer group: consumers {name: idle ms}, lag, pending, dead letters,
-    the oldest pending urgent entry's age in seconds (None when none) and missing streams."""
+    the oldest pending urgent entry's age in seconds (None when none), missing streams and
+    failed deliveries in the last 24 hours (None for a service that delivers nothing)."""
     now_ms = time.time() * 1000
     rows = []
     for group, streams in (topology or TOPOLOGY).items():
         row: dict[str, Any] = {"group": group, "consumers": {}, "lag": 0, "pending": 0, "unknown_lag": False,
                                "dead_letters": int(await redis.xlen(dead_letter_stream(group))),
-                               "oldest_urgent_s": None, "missing": []}
+                               "oldest_urgent_s": None, "missing": [],
+                               "failed_deliveries": None}
+        if group in DELIVERY_OUTCOMES:
+            row["failed_deliveries"] = await failed_deliveries(redis, DELIVERY_OUTCOMES[group], now_ms)
         for stream in streams:
             try:
                 groups: Any = await redis.xinfo_groups(stream)
@@ -60,9 +73,26 @@ async def system_status(redis: aioredis.Redis, topology: dict[str, list[str]] | 
     return rows
 
 
+async def failed_deliveries(redis: aioredis.Redis, stream: str, now_ms: float) -> int:
+    """`notification.failed` events on the stream within the last 24 hours: an entry's id is
+    the millisecond it was added, so the range starts there; only the `type` field is read."""
+    start = f"{int(now_ms - FAILED_WITHIN_S * 1000)}-0"
+    failed = 0
+    while True:
+        entries: Any = await redis.xrange(stream, min=start, max="+", count=_PAGE)
+        failed += sum(decoded(fields.get(b"type", b"")).startswith(_FAILED_TYPE)
+                      for _, fields in entries)
+        if len(entries) < _PAGE:
+            return failed
+        start = f"({decoded(entries[-1][0])}"  # exclusive: the page after the last one read
+
+
 def status_table(rows: list[dict[str, Any]]) -> Table:
-    table = Table("service", "consumers (idle)", "lag", "pending", "dead letters", "oldest urgent pending",
-                  title="Rujukan: the system at a glance")
+    # Names whole on a narrow terminal too (the headers wrap instead).
+    table = Table(Column("service", no_wrap=True), Column("consumers (idle)", no_wrap=True),
+                  "lag", "pending", "dead letters", "oldest urgent pending", "failed (24h)",
+                  title="Rujukan: the system at a glance", pad_edge=False,
+                  caption="failed (24h): the deliveries notify could not make in the last 24 hours")
     for r in rows:
         if r["consumers"]:
             consumers = "\n".join(f"{name} ({idle / 1000:.1f}s)" for name, idle in sorted(r["consumers"].items()))
@@ -77,12 +107,14 @@ def status_table(rows: list[dict[str, Any]]) -> Table:
             oldest = "[green]none[/green]"
         else:
             oldest = f"[{'red' if urgent > URGENT_PENDING_ALERT_S else 'yellow'}]{urgent:.0f}s[/]"
+        failed = r["failed_deliveries"]
+        failing = "" if failed is None else f"[{'red' if failed else 'green'}]{failed}[/]"
         table.add_row(
             r["group"], consumers,
             f"[{'yellow' if r['lag'] or r['unknown_lag'] else 'green'}]{lag}[/]",
             f"[{'yellow' if r['pending'] else 'green'}]{r['pending']}[/]",
             f"[{'red' if r['dead_letters'] else 'green'}]{r['dead_letters']}[/]",
-            oldest,
+            oldest, failing,
         )
     return table
 
@@ -92,7 +124,7 @@ def status(
     = "redis://127.0.0.1:6379/0",
 ) -> None:
     """The whole system in one table (per service: replicas, lag, pending, dead letters, the
-    oldest pending crisis), from Redis only."""
+    oldest pending crisis, notify's failed deliveries of the last 24 hours), from Redis only."""
     from shared.streams.topology import connect
 
     async def main() -> list[dict[str, Any]]:
