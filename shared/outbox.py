@@ -38,12 +38,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis.asyncio as aioredis
+from opentelemetry import trace
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.events import Envelope, utcnow
 from shared.streams.topology import PREFIX, stream_for
-from shared.tracing import current_traceparent, tracer
+from shared.tracing import context_of, current_traceparent, tracer
 
 log = logging.getLogger("rujukan.outbox")
 
@@ -179,11 +180,21 @@ class OutboxRelay:
             envelopes = [Envelope.model_validate_json(r.envelope) for r in rows]
             t0 = time.time()
             pipe = self.redis.pipeline(transaction=False)
+            spans = []
             for env in envelopes:
-                pipe.xadd(stream_for(env), env.to_fields())  # type: ignore[arg-type]
+                stream = stream_for(env)
+                pipe.xadd(stream, env.to_fields())  # type: ignore[arg-type]
+                # Each publish is a hop of its event's trace (ids only); the envelope is unchanged.
+                spans.append(tracer.start_span(
+                    f"outbox publish {env.type}", context=context_of(env.traceparent), kind=trace.SpanKind.PRODUCER,
+                    attributes={"messaging.destination.name": stream, "rujukan.event_id": env.id}))
             # Same round trip: vouch for every XADD that returned before t0 (see the module doc).
             await self._mark(keys=[self.key], args=[repr(t0)], client=pipe)
-            await pipe.execute()
+            try:
+                await pipe.execute()
+            finally:
+                for span in spans:
+                    span.end()
             # Stamped after XADD returned: a row's published_at is later than its entry.
             await s.execute(update(m).where(m.id.in_([r.id for r in rows]))  # type: ignore[attr-defined]
                             .values(published_at=utcnow()))

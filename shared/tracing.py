@@ -7,10 +7,12 @@ name ids and counts, never personal data, holds here as everywhere.
 
 Traces: the envelope's W3C `traceparent` carries the trace from where an event was made (the
 request or the handler that made it; `Envelope.wrap` takes the current span), through the
-outbox (which stamps an event made outside any span with a span of its own), to each
-consumer's handling (a child span, `StreamConsumer`), whose events carry it on. Spans are
-exported by OTLP only when OTEL_EXPORTER_OTLP_ENDPOINT is set (the `otlp` extra); otherwise
-they are made for the ids in the logs and dropped. Span attributes are ids and types only.
+outbox (which stamps an event made outside any span with a span of its own, and makes each
+publish a span), to each consumer's handling (a child span, `StreamConsumer`), whose events
+carry it on. Work stored for later (a delivery's mail) keeps the traceparent of what queued
+it and runs in that trace (`continued`). Spans are exported by OTLP only when
+OTEL_EXPORTER_OTLP_ENDPOINT is set (the `otlp` extra); otherwise they are made for the ids
+in the logs and dropped. Span attributes are ids and types only.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
@@ -98,6 +101,18 @@ def current_traceparent() -> str | None:
     carrier: dict[str, str] = {}
     _PROPAGATOR.inject(carrier)
     return carrier.get("traceparent")
+
+
+@contextlib.contextmanager
+def continued(traceparent: str | None) -> Iterator[None]:
+    """Run in the trace a stored traceparent names: work done later for an event, outside its
+    handler (a delivery round's mail for the decision that queued it). Without one, or with a
+    malformed one, in a trace of its own, never in whatever the caller's context holds."""
+    token = otel_context.attach(context_of(traceparent) or Context())
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
 
 
 def context_of(traceparent: str | None) -> Context | None:
