@@ -62,7 +62,7 @@ def service_app(service: Service, settings: Any) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        rt = Runtime(settings, service.migrations)
+        rt = Runtime(settings, service.migrations, metrics=app.state.metrics_registry)
         await rt.start()
         wiring = await service.wire(rt)
         app.state.runtime, app.state.settings = rt, settings

@@ -113,6 +113,9 @@ class ReferralMatched(EventData):
     candidates: list[Candidate] = []
     # Carried so that every hop keeps a flagged case in the urgent lane (see streams.stream_for).
     risk_flags: list[RiskFlag] = []
+    # When the referral was submitted (its referral.submitted event's time), for notify's
+    # submission-to-notification metric; None from a matching that did not send it yet.
+    submitted_at: datetime | None = None
 
 
 class NoMatchFields(EventData):

@@ -1,6 +1,8 @@
 """Prometheus metrics of a service at `/metrics`: HTTP requests by route template and status
 and their duration, its consumer group's streams (length, pending, lag, dead letters) and
-the domain's counts (one GROUP BY query), read at scrape time with a short timeout.
+the domain's counts (one GROUP BY query), read at scrape time with a short timeout; how long
+referrals waited for their first decision (matching) and for their first proposal mail
+(notify), crisis apart; and FastStream's own figures of the messages each stream delivered.
 
 Only counts and labels from closed sets (route templates, statuses, stream names): never an
 id or anything personal. Open like /health (the front door does not route it; services'
@@ -9,15 +11,17 @@ ports are internal)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
+from faststream.redis.prometheus import RedisPrometheusMiddleware
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -27,6 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from shared.db import UTCDateTime
 from shared.events import utcnow
 from shared.streams.topology import TOPOLOGY, dead_letter_stream
+from shared.vocab import Urgency
 
 log = logging.getLogger("rujukan.metrics")
 
@@ -172,6 +177,70 @@ class HttpMetrics:
             template = getattr(route, "path", None) or "unmatched"
             self.requests.labels(scope.get("method", ""), template, str(status[0])).inc()
             self.duration.labels(scope.get("method", ""), template).observe(time.perf_counter() - started)
+
+
+# From seconds (a crisis is decided and mailed in seconds) to days (a waitlisted referral is
+# proposed when a seat frees).
+WAIT_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600,
+                24 * 3600, 72 * 3600)
+# What a first decision can be (matching's CaseState for a decision; rujukan_decisions' outcomes).
+DECISION_OUTCOMES = ("proposed", "waitlisted", "unmatched")
+
+
+class _Waits:
+    """A histogram of waits since submission, its labels from closed sets only: every
+    combination exists from the start (rate() works from the first scrape), and a value
+    outside them is not observed rather than becoming a new series."""
+
+    def __init__(self, histogram: Histogram, allowed: tuple[tuple[str, ...], ...]) -> None:
+        self.histogram, self.allowed = histogram, allowed
+        for values in itertools.product(*allowed):
+            histogram.labels(*values)
+
+    def _observe(self, submitted_at: datetime | None, now: datetime, *values: str) -> None:
+        if submitted_at is None:  # an event from before the time was carried
+            return
+        if any(v not in allowed for v, allowed in zip(values, self.allowed, strict=True)):
+            log.warning("metrics: a wait not observed, a label value outside its set")
+            return
+        self.histogram.labels(*values).observe(max((now - submitted_at).total_seconds(), 0.0))
+
+
+class DecisionTimes(_Waits):
+    """matching: from a referral's submission to its first decision, by urgency and outcome."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        super().__init__(Histogram(
+            "rujukan_referral_decision_seconds",
+            "From a referral's submission to matching's first decision on it, by urgency and outcome.",
+            ["urgency", "outcome"], buckets=WAIT_BUCKETS, registry=registry),
+            (tuple(Urgency), DECISION_OUTCOMES))
+
+    def __call__(self, urgency: str, outcome: str, submitted_at: datetime | None, decided_at: datetime) -> None:
+        self._observe(submitted_at, decided_at, urgency, outcome)
+
+
+class NotificationTimes(_Waits):
+    """notify: from a referral's submission to the first proposal mail sent for it, by urgency."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        super().__init__(Histogram(
+            "rujukan_referral_notification_seconds",
+            "From a referral's submission to the first proposal mail sent to a receiver, by urgency.",
+            ["urgency"], buckets=WAIT_BUCKETS, registry=registry),
+            (tuple(Urgency),))
+
+    def __call__(self, urgency: str, submitted_at: datetime | None, sent_at: datetime) -> None:
+        self._observe(submitted_at, sent_at, urgency)
+
+
+def stream_metrics(registry: CollectorRegistry, service: str) -> RedisPrometheusMiddleware:
+    """FastStream's middleware for the broker: messages received and processed per stream
+    (its `handler` label), their duration and those in process, on the app's registry
+    (`faststream_*`, `app_name` the service). A batch counts its entries; its status is
+    "acked" (the consumer never fails a batch: what fails shows as dead letters); its size
+    reads 0 (the entries reach the consumer unparsed, see shared/streams/consumer.py)."""
+    return RedisPrometheusMiddleware(registry=registry, app_name=service)
 
 
 def install_metrics(app: FastAPI, service: str, group: str) -> CollectorRegistry:

@@ -10,10 +10,13 @@ import secrets
 import sys
 from collections.abc import Awaitable, Callable, Iterable
 from contextlib import suppress
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 log = logging.getLogger("rujukan")
 
@@ -95,10 +98,12 @@ def serve(app: Any, host: str, port: int, log_level: str = "info", *, workers: i
 class Runtime:
     """A service process's shared parts: database, Redis, the broker, background workers."""
 
-    def __init__(self, settings: Any, migrations_dir: Any) -> None:
+    def __init__(self, settings: Any, migrations_dir: Any, metrics: CollectorRegistry | None = None) -> None:
         from faststream.redis import RedisBroker
+        from prometheus_client import CollectorRegistry
 
         from shared.db import make_engine, sessions
+        from shared.metrics import stream_metrics
         from shared.streams.topology import connect
 
         self.settings = settings
@@ -106,11 +111,14 @@ class Runtime:
         self.engine = make_engine(settings.database_url)
         self.sessions = sessions(self.engine)
         self.redis = connect(settings.redis_url)
+        # The app's Prometheus registry (/metrics): the broker's figures and the service's own go there.
+        self.metrics = metrics if metrics is not None else CollectorRegistry()
         # One broker per process: every stream subscriber of this service runs on it.
         # Entries reach handlers unparsed (apply_types off): the consumer parses each one.
         self.broker = RedisBroker(settings.redis_url, apply_types=False, graceful_timeout=15.0,
                                   logger=logging.getLogger("rujukan.streams.faststream"),
-                                  log_level=logging.DEBUG)  # no line per batch at INFO
+                                  log_level=logging.DEBUG,  # no line per batch at INFO
+                                  middlewares=[stream_metrics(self.metrics, settings.service_name)])
         self.workers = Workers()
         self.consumers: list[Any] = []
         self.janitor: Any = None

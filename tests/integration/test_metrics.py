@@ -1,6 +1,8 @@
 """/metrics on the three services: open without a credential, counts only (no id, nothing
 personal), route templates rather than paths, the streams' figures and the domain's counts
-read at scrape time; every metric the dashboard and the alert rules use is exported."""
+read at scrape time; the times from submission to decision and to the first proposal mail
+(crisis apart) and FastStream's per-stream figures; every metric the dashboard and the
+alert rules use is exported."""
 
 from __future__ import annotations
 
@@ -15,9 +17,10 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import bindparam, text
 
+from devtools.mailcatcher import MailCatcher
 from shared.db import UTCDateTime
 from shared.events import utcnow
-from shared.streams.topology import SUBMITTED
+from shared.streams.topology import SUBMITTED, TOPOLOGY, replay_stream
 from tests.apps import eventually
 from tests.integration.test_http_boundary import AGENCY, client, make, sqlite, started
 from tests.integration.test_intake import body as referral
@@ -26,7 +29,9 @@ ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy/grafana/dashboards/rujukan.json"
 ALERTS = ROOT / "deploy/prometheus/alerts.yml"
 PROMETHEUS = ROOT / "deploy/prometheus/prometheus.yml"
-OURS = re.compile(r"\brujukan_[a-z_]+\b")
+OURS = re.compile(r"\b(?:rujukan|faststream)_[a-z_]+\b")
+DECISION = "rujukan_referral_decision_seconds"
+NOTIFICATION = "rujukan_referral_notification_seconds"
 
 
 def samples(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
@@ -62,15 +67,23 @@ def alert_rules() -> list[dict[str, Any]]:
 
 
 async def test_metrics_are_open_count_only_and_cover_the_dashboard_and_the_alerts(
-    tmp_path: Path, redis_url: str, redis: Any
+    tmp_path: Path, redis_url: str, redis: Any, mailbox: MailCatcher
 ) -> None:
-    apps = [make(name, sqlite(tmp_path, name), redis_url) for name in ("intake", "matching", "notify")]
+    # The demo directory, so that referrals are proposed, and notify mailing a real SMTP server.
+    over: dict[str, dict[str, Any]] = {"matching": {"seed_demo": True}, "notify": {"smtp_url": mailbox.url}}
+    apps = [make(name, sqlite(tmp_path, name), redis_url, **over.get(name, {}))
+            for name in ("intake", "matching", "notify")]
     async with started(*apps) as asgis:
         intake, matching, notify = (client(a) for a in asgis)
         async with intake, matching, notify:
+            m0 = samples((await matching.get("/metrics")).text)
+            n0 = samples((await notify.get("/metrics")).text)
             r = await intake.post("/v1/referrals", json=referral("PPA-MET-1"), headers=AGENCY)
             assert r.status_code in (200, 201, 202), r.text
             rid = r.json()["id"]
+            crisis = await intake.post("/v1/referrals", json=referral("PPA-MET-2", urgency="crisis",
+                                                                      risk_flags=["ongoing_violence"]), headers=AGENCY)
+            assert crisis.status_code == 202, crisis.text
             assert (await intake.get(f"/v1/referrals/{rid}", headers=AGENCY)).status_code == 200
             await intake.get("/v1/referrals/nope", headers=AGENCY)
             await redis.xadd(SUBMITTED, {"type": "referral.submitted", "event": "{\"id\": "})  # a poison entry
@@ -84,7 +97,9 @@ async def test_metrics_are_open_count_only_and_cover_the_dashboard_and_the_alert
             async def decided() -> Any:
                 _, m = await scrape(matching)
                 _, n = await scrape(notify)
-                ok = value(m, "rujukan_decisions") >= 1 and value(m, "rujukan_dead_letters", group="matching") == 1
+                proposed = value(m, "rujukan_decisions", outcome="proposed")
+                ok = (value(m, "rujukan_decisions") >= 2 and value(m, "rujukan_dead_letters", group="matching") == 1
+                      and value(n, f"{NOTIFICATION}_count") >= proposed)
                 return (m, n) if ok else None
 
             m, n = await eventually(decided, timeout=30)
@@ -99,13 +114,13 @@ async def test_metrics_are_open_count_only_and_cover_the_dashboard_and_the_alert
             assert value(late, "rujukan_crisis_undecided") == 1
 
     # The request counter names route templates, never a path holding an id.
-    assert value(i, "rujukan_http_requests_total", method="POST", route="/v1/referrals") == 1
+    assert value(i, "rujukan_http_requests_total", method="POST", route="/v1/referrals") == 2
     gets = {ls["route"] for ls, _ in i["rujukan_http_requests_total"] if ls["method"] == "GET"}
     assert any(route.startswith("/v1/referrals/{") for route in gets), gets
     assert rid not in text_i
     assert "PPA-MET-1" not in text_i
-    assert value(i, "rujukan_http_request_duration_seconds_count", method="POST", route="/v1/referrals") == 1
-    assert value(i, "rujukan_referrals") == 1  # one referral, whatever its status now
+    assert value(i, "rujukan_http_request_duration_seconds_count", method="POST", route="/v1/referrals") == 2
+    assert value(i, "rujukan_referrals") == 2  # two referrals, whatever their status now
     # The poison entry: one dead letter in matching's group, none elsewhere.
     assert value(m, "rujukan_dead_letters", group="matching") == 1
     assert value(i, "rujukan_dead_letters", group="intake") == 0
@@ -120,6 +135,45 @@ async def test_metrics_are_open_count_only_and_cover_the_dashboard_and_the_alert
     for found in (i, m, n):
         assert value(found, "rujukan_dependency_up", dependency="redis") == 1
         assert value(found, "rujukan_dependency_up", dependency="database") == 1
+
+    # Each referral's first decision timed once, the crisis under its own label; nothing
+    # before (every closed-set series is there from the start, at 0).
+    routine = referral("PPA-MET-1")["urgency"]
+    assert routine != "crisis"
+    assert value(m0, f"{DECISION}_count") == 0
+    assert {ls["urgency"] for ls, _ in m0[f"{DECISION}_count"]} == {"routine", "priority", "crisis"}
+    assert {ls["outcome"] for ls, _ in m0[f"{DECISION}_count"]} == {"proposed", "waitlisted", "unmatched"}
+    assert value(m, f"{DECISION}_count") == 2
+    assert value(m, f"{DECISION}_count", urgency="crisis") == 1
+    assert value(m, f"{DECISION}_count", urgency=routine) == 1
+    for outcome in ("proposed", "waitlisted", "unmatched"):  # the outcome label says what the decision was
+        assert value(m, f"{DECISION}_count", outcome=outcome) == value(m, "rujukan_decisions", outcome=outcome)
+    assert value(m, f"{DECISION}_bucket", urgency="crisis", le="+Inf") == 1
+    assert 0 <= value(m, f"{DECISION}_sum", urgency="crisis") < 60
+    # The crisis was proposed (the demo directory has a crisis service in its region) and its
+    # receiver mailed through the real SMTP server: one first notification, under crisis.
+    assert value(m, f"{DECISION}_count", urgency="crisis", outcome="proposed") == 1
+    assert value(n0, f"{NOTIFICATION}_count") == 0
+    proposed = {u: value(m, f"{DECISION}_count", urgency=u, outcome="proposed") for u in ("crisis", routine)}
+    assert value(n, f"{NOTIFICATION}_count", urgency="crisis") == 1
+    assert value(n, f"{NOTIFICATION}_count", urgency=routine) == proposed[routine]
+    assert value(n, f"{NOTIFICATION}_count") == sum(proposed.values())
+    assert len(mailbox.messages()) >= sum(proposed.values())
+    assert NOTIFICATION not in m  # each service exports its own
+    assert DECISION not in n
+
+    # FastStream's middleware on each broker: entries received and processed per stream
+    # (the poison entry and the referral on matching's routine lane), labelled by stream only.
+    assert value(m, "faststream_received_messages_total", app_name="matching", handler=SUBMITTED) >= 2
+    assert value(m, "faststream_received_processed_messages_total", app_name="matching", handler=SUBMITTED,
+                 status="acked") >= 2
+    assert value(m, "faststream_received_processed_messages_duration_seconds_count", app_name="matching",
+                 handler=SUBMITTED) >= 1
+    assert value(n, "faststream_received_messages_total", app_name="notify") >= 2
+    for found, group in ((m, "matching"), (n, "notify")):
+        handlers = {ls["handler"] for ls, _ in found["faststream_received_messages_total"]}
+        assert handlers, group
+        assert handlers <= {*TOPOLOGY[group], replay_stream(group)}, handlers
 
     # Every metric a panel or an alert names is exported by some service.
     families = set(i) | set(m) | set(n)

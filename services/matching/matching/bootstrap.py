@@ -17,6 +17,7 @@ from matching.service_layer.handlers import Matching
 from matching.service_layer.workers import CrisisEscalation, HoldExpiry, Rematch, Waitlist
 from matching.settings import Settings
 from shared.app import Service, Wiring, service_app
+from shared.metrics import DecisionTimes
 from shared.outbox import OutboxRelay
 from shared.runtime import Runtime, configure_logging, serve
 from shared.settings import settings_to_start
@@ -41,7 +42,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         relay = OutboxRelay(rt.sessions, Outbox, rt.redis, poll_interval_s=settings.outbox_poll_interval_s)
         matching = Matching(rt.sessions, relay, timedelta(hours=settings.hold_hours_routine),
                             timedelta(hours=settings.hold_hours_urgent), timedelta(seconds=settings.hold_grace_s),
-                            crisis_ack=timedelta(minutes=settings.crisis_ack_minutes))
+                            crisis_ack=timedelta(minutes=settings.crisis_ack_minutes),
+                            observe_decision=DecisionTimes(rt.metrics))
         expiry = HoldExpiry(matching, settings.hold_expiry_interval_s)
         escalation = CrisisEscalation(matching, settings.escalation_interval_s)
         waitlist = Waitlist(matching, settings.waitlist_interval_s)

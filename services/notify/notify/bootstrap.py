@@ -17,6 +17,7 @@ from notify.service_layer.deliveries import Notify
 from notify.service_layer.inbox import Inbox
 from notify.settings import Settings
 from shared.app import Service, Wiring, service_app
+from shared.metrics import NotificationTimes
 from shared.outbox import OutboxRelay
 from shared.runtime import Runtime, configure_logging, serve
 from shared.settings import settings_to_start
@@ -39,7 +40,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                         public_url=settings.public_url, signin_code_ttl=timedelta(hours=settings.signin_code_hours),
                         record_every=settings.mail_record_every, operator_emails=settings.operator_emails,
                         webhook_key=settings.webhook_key,
-                        reminder_before=timedelta(hours=settings.reminder_before_hours), channel_rounds=rounds)
+                        reminder_before=timedelta(hours=settings.reminder_before_hours), channel_rounds=rounds,
+                        observe_notification=NotificationTimes(rt.metrics))
         return Wiring(
             state={"notify": notify, "inbox": Inbox(rt.sessions, relay),
                    "credentials": Credentials(rt.sessions, relay, timedelta(hours=settings.session_hours))},

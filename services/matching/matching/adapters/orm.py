@@ -282,6 +282,9 @@ class ReferralCase(Base):
     urgent: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # When the referral was submitted (its event's time): carried on every proposal, for the
+    # time to notification (None: a case kept before it was recorded).
+    submitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     # The directory generation a rematch pass last tried this case at (each change once).
     rematch_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # A crisis proposal not accepted by this time escalates (None: nothing to escalate);

@@ -9,7 +9,8 @@ decide side by side.
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -36,6 +37,17 @@ log = logging.getLogger("rujukan.matching")
 
 SOURCE = "rujukan/matching"
 MAX_CANDIDATES_LISTED = 25
+
+
+@dataclass(frozen=True)
+class Decided:
+    """A first decision: its events, and what the time-to-decision metric needs (closed sets)."""
+
+    events: list[Envelope]
+    urgency: str
+    outcome: str  # the CaseState it left the case in: proposed, waitlisted or unmatched
+    submitted_at: datetime | None
+    decided_at: datetime
 
 
 class Propose(Protocol):
@@ -75,16 +87,21 @@ def candidate_list(chosen: Verdict | None, eligible: list[Verdict], excluded: li
     return out[:MAX_CANDIDATES_LISTED]
 
 
-async def decide(s: AsyncSession, e: ReferralSubmitted, propose: Propose) -> list[Envelope]:
+async def decide(s: AsyncSession, e: ReferralSubmitted, propose: Propose,
+                 submitted_at: datetime | None = None) -> Decided | None:
+    """The first decision on a referral; None when it was decided (the same referral
+    published twice) or cancelled before."""
     if await seats.lock_case(s, e.referral_id) is not None:
-        return []  # already decided (the same referral published twice), or cancelled before
+        return None
     facts = facts_of(e)
     case = ReferralCase(referral_id=e.referral_id, facts=e.model_dump(mode="json"), state=CaseState.submitted,
                         declined_service_ids=[], lapsed_service_ids=[], pmks_category=e.pmks_category,
-                        region_code=e.region_code, urgent=facts.urgent)
+                        region_code=e.region_code, urgent=facts.urgent, submitted_at=submitted_at)
     s.add(case)
     await s.flush()  # a replica deciding the same referral at once fails here, not later
-    return await propose(s, case, trigger="submitted")
+    events = await propose(s, case, trigger="submitted")
+    return Decided(events=events, urgency=e.urgency, outcome=case.state, submitted_at=submitted_at,
+                   decided_at=case.updated_at)
 
 
 async def propose(s: AsyncSession, case: ReferralCase, *, index: DirectoryIndex, hold_routine: timedelta,
@@ -132,7 +149,7 @@ async def propose(s: AsyncSession, case: ReferralCase, *, index: DirectoryIndex,
                 service_name=about.name, organization_name=about.organization_name,
                 resource_kind=svc.resource_kind, pmks_category=e.pmks_category,
                 region_code=e.region_code, urgency=e.urgency, risk_flags=e.risk_flags, hold_expires_at=expires,
-                reasons_id=verdict.reasons_id, reasons_en=verdict.reasons_en,
+                submitted_at=case.submitted_at, reasons_id=verdict.reasons_id, reasons_en=verdict.reasons_en,
                 recipients=[Recipient(receiver_id=receiver_id, contact_id=about.contact_id,
                                       email=about.contact_email, phone=about.reach.phone,
                                       webhook_url=about.reach.webhook_url, channels=list(about.reach.channels))],

@@ -14,7 +14,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -37,6 +37,20 @@ from shared.outbox import OutboxRelay, add_events
 from shared.streams.consumer import Message
 
 
+class DecisionObserver(Protocol):
+    """Told of a first decision on a referral (the metrics' time from submission to decision)."""
+
+    def __call__(self, urgency: str, outcome: str, submitted_at: datetime | None, decided_at: datetime) -> None: ...
+
+
+@dataclass
+class AfterCommit:
+    """What a batch's use cases leave to do once its transaction committed."""
+
+    freed: set[str] = field(default_factory=set)  # services with a seat freed: their waitlist is tried
+    decided: list[deciding.Decided] = field(default_factory=list)  # first decisions: observed
+
+
 @dataclass
 class Matching:
     sessions: async_sessionmaker[AsyncSession]
@@ -48,6 +62,8 @@ class Matching:
     hold_grace: timedelta = timedelta(minutes=2)
     # A crisis proposal not accepted within this escalates (see escalation.py).
     crisis_ack: timedelta = timedelta(minutes=15)
+    # Told of each first decision, once committed (the time-to-decision metric).
+    observe_decision: DecisionObserver = field(default=lambda *_: None)
     # This replica's own in-memory index of the directory (checked against the directory
     # version on every decision).
     index: DirectoryIndex = field(default_factory=DirectoryIndex)
@@ -59,18 +75,20 @@ class Matching:
 
     async def handle(self, messages: list[Message]) -> None:
         """Apply a batch of events in one transaction; each event takes effect once."""
-        freed: set[str] = set()
+        after = AfterCommit()
         async with self.sessions() as s, s.begin():
             out: list[Envelope] = []
             for m in await first_time(s, ProcessedEvent, messages):
                 handler = HANDLERS.get(type(m.data))
                 if handler is not None:
-                    out.extend(await handler(self, s, m.data, freed))
+                    out.extend(await handler(self, s, m.data, m.envelope, after))
             add_events(s, Outbox, out)
         if out:
             self.relay.kick()
-        if freed:
-            self.kick_waitlist(freed)
+        if after.freed:
+            self.kick_waitlist(after.freed)
+        for d in after.decided:  # counted once committed: a batch retried is not counted twice
+            self.observe_decision(d.urgency, d.outcome, d.submitted_at, d.decided_at)
 
     async def propose(self, s: AsyncSession, case: ReferralCase, *, trigger: str, quiet: bool = False,
                       proposed: frozenset[str] = frozenset(), only_if_found: bool = False) -> list[Envelope]:
@@ -121,23 +139,31 @@ class Matching:
                                          .order_by(Decision.created_at, Decision.id))).all())
 
 
-Handler = Callable[[Matching, AsyncSession, Any, set[str]], Awaitable[list[Envelope]]]
+Handler = Callable[[Matching, AsyncSession, Any, Envelope, AfterCommit], Awaitable[list[Envelope]]]
 
 
-async def _submitted(m: Matching, s: AsyncSession, e: ReferralSubmitted, freed: set[str]) -> list[Envelope]:
-    return await deciding.decide(s, e, m.propose)
+async def _submitted(m: Matching, s: AsyncSession, e: ReferralSubmitted, env: Envelope,
+                     after: AfterCommit) -> list[Envelope]:
+    # Submitted when intake wrapped the event, in the submission's own transaction.
+    decided = await deciding.decide(s, e, m.propose, submitted_at=env.time)
+    if decided is None:
+        return []
+    after.decided.append(decided)
+    return decided.events
 
 
-async def _responded(m: Matching, s: AsyncSession, e: ReferralResponse, freed: set[str]) -> list[Envelope]:
-    return await closed_loop.respond(s, e, freed, m.propose)
+async def _responded(m: Matching, s: AsyncSession, e: ReferralResponse, env: Envelope,
+                     after: AfterCommit) -> list[Envelope]:
+    return await closed_loop.respond(s, e, after.freed, m.propose)
 
 
-async def _cancelled(m: Matching, s: AsyncSession, e: ReferralCancelled, freed: set[str]) -> list[Envelope]:
-    return await closed_loop.cancel(s, e, freed)
+async def _cancelled(m: Matching, s: AsyncSession, e: ReferralCancelled, env: Envelope,
+                     after: AfterCommit) -> list[Envelope]:
+    return await closed_loop.cancel(s, e, after.freed)
 
 
-async def _rematch_requested(m: Matching, s: AsyncSession, e: ReferralRematchRequested,
-                             freed: set[str]) -> list[Envelope]:
+async def _rematch_requested(m: Matching, s: AsyncSession, e: ReferralRematchRequested, env: Envelope,
+                             after: AfterCommit) -> list[Envelope]:
     return await rematch.requested(s, e, m.propose)
 
 

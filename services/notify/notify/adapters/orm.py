@@ -103,6 +103,8 @@ class Proposal(Base):
     status: Mapped[str] = mapped_column(String(20), default=ProposalStatus.proposed)  # a ProposalStatus
     # Why it was closed from elsewhere (a cancel reason, a refusal), as a code.
     status_reason: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    # When its referral was submitted (None from an older matching): the time to notification.
+    submitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 

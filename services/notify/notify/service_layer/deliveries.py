@@ -16,8 +16,8 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, Protocol
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
@@ -75,6 +75,12 @@ NO_EVENT = (*NO_REFERRAL, "operator_alert")
 OPERATORS = "operators"
 
 
+class NotificationObserver(Protocol):
+    """Told when a referral's receivers are first mailed its proposal, once recorded."""
+
+    def __call__(self, urgency: str, submitted_at: datetime | None, sent_at: datetime) -> None: ...
+
+
 @dataclass
 class Notify:
     sessions: async_sessionmaker[AsyncSession]
@@ -96,6 +102,8 @@ class Notify:
     reminder_before: timedelta = timedelta(hours=12)
     # The other channels' rounds, woken when a batch queued messages for them.
     channel_rounds: ChannelRounds | None = None
+    # Told when a referral's first proposal mail was sent (the time-to-notification metric).
+    observe_notification: NotificationObserver = field(default=lambda *_: None)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     # Set when an urgent delivery is queued: a round sending routine mail stops for it.
     _urgent_queued: asyncio.Event = field(default_factory=asyncio.Event)
@@ -355,6 +363,7 @@ class Notify:
         is discarded (the next attempt mints another)."""
         now = utcnow()
         events: list[Envelope] = []
+        told: list[tuple[str, datetime | None]] = []
         async with self.sessions() as s, s.begin():
             sent = {d.id: d for d, error in done if error is None}
             if sent:
@@ -362,6 +371,7 @@ class Notify:
                     update(Delivery).where(Delivery.id.in_(list(sent)), Delivery.state == DeliveryState.pending)
                     .values(state=DeliveryState.sent, sent_at=now, attempts=Delivery.attempts + 1)
                     .returning(Delivery.id).execution_options(synchronize_session=False))).all()
+                told = await _first_told(s, [sent[i] for i in marked if sent[i].kind == "proposal"])
                 for delivery_id in marked:
                     d = sent[delivery_id]
                     if d.kind in NO_EVENT:
@@ -403,6 +413,27 @@ class Notify:
                 add_events(s, Outbox, events)
         if events:
             self.relay.kick()
+        for urgency, submitted_at in told:  # once committed: a chunk given up is not counted
+            self.observe_notification(urgency, submitted_at, now)
+
+
+async def _first_told(s: AsyncSession, proposals: list[_Claimed]) -> list[tuple[str, datetime | None]]:
+    """The referrals whose receivers these proposal mails are the first to tell (no proposal
+    mail of theirs sent before, whichever decision it was for), each once: its urgency and
+    when it was submitted."""
+    if not proposals:
+        return []
+    first = {d.referral_id: d for d in reversed(proposals)}
+    before = set((await s.scalars(
+        select(Delivery.referral_id).where(Delivery.referral_id.in_(list(first)), Delivery.kind == "proposal",
+                                           Delivery.state == DeliveryState.sent,
+                                           Delivery.id.not_in([d.id for d in proposals])).distinct())).all())
+    told = []
+    for referral_id, d in first.items():
+        p = await s.get(Proposal, (d.decision_id, d.receiver_id))
+        if referral_id not in before and p is not None:
+            told.append((p.urgency, p.submitted_at))
+    return told
 
 
 async def register_receiver(s: AsyncSession, e: ReceiverRegistered) -> int:

@@ -81,7 +81,7 @@ async def record_proposal(s: AsyncSession, e: ReferralMatched) -> None:
             service_name=e.service_name, organization_name=e.organization_name, pmks_category=e.pmks_category,
             region_code=e.region_code, urgency=e.urgency, risk_flags=list(e.risk_flags),
             reasons_id=e.reasons_id, reasons_en=e.reasons_en, hold_expires_at=e.hold_expires_at,
-            status=ProposalStatus.proposed,
+            status=ProposalStatus.proposed, submitted_at=e.submitted_at,
         ))
 
 
