@@ -15,6 +15,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from notify.domain.states import DeliveryState, ProposalStatus
 from shared.db import AuditEntryMixin, OutboxMixin, ProcessedEventMixin, UTCDateTime, new_metadata
 from shared.events import utcnow
+from shared.tracing import current_traceparent
 
 
 class Base(DeclarativeBase):
@@ -46,6 +47,9 @@ class Delivery(Base):
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The trace of what queued it (a W3C traceparent, ids only: the handling of the event or
+    # the request), taken when the row is written; its mail and its outcome continue it.
+    traceparent: Mapped[str | None] = mapped_column(String(64), nullable=True, default=current_traceparent)
 
 
 class ChannelDelivery(Base):

@@ -62,6 +62,7 @@ from shared.events import (
 )
 from shared.outbox import OutboxRelay, add_events
 from shared.streams.consumer import Message
+from shared.tracing import continued
 
 log = logging.getLogger("rujukan.notify")
 SOURCE = "rujukan/notify"
@@ -247,8 +248,9 @@ class Notify:
                     await self._release(round_[i:])
                     return max(i, 1)
                 try:
-                    await self.mailer.send(message_id=d.id, to=d.email, subject=d.subject, body=d.body,
-                                           urgent=d.urgent, html=d.html)
+                    with continued(d.traceparent):  # a hop of the trace that queued it, not the round's
+                        await self.mailer.send(message_id=d.id, to=d.email, subject=d.subject, body=d.body,
+                                               urgent=d.urgent, html=d.html)
                     error = None
                 except Exception as e:
                     error = f"{type(e).__name__}: {e}"[:500]
@@ -283,7 +285,7 @@ class Notify:
                 .values(next_attempt_at=now + timedelta(seconds=self.claim_lease_s))
                 .returning(Delivery.id, Delivery.referral_id, Delivery.decision_id, Delivery.receiver_id,
                            Delivery.kind, Delivery.email, Delivery.subject, Delivery.body, Delivery.urgent,
-                           Delivery.attempts, Delivery.created_at)
+                           Delivery.attempts, Delivery.created_at, Delivery.traceparent)
                 .execution_options(synchronize_session=False))).all()
             claimed = []
             for r in sorted(rows, key=lambda r: (not r.urgent, r.created_at)):
@@ -334,7 +336,7 @@ class Notify:
                 claimed.append(_Claimed(id=r.id, referral_id=r.referral_id, decision_id=r.decision_id,
                                         receiver_id=r.receiver_id, kind=r.kind, email=email,
                                         subject=subject, body=body, urgent=r.urgent, attempts=r.attempts,
-                                        code_id=code_id, html=html))
+                                        code_id=code_id, html=html, traceparent=r.traceparent))
         return claimed
 
     @staticmethod
@@ -380,7 +382,7 @@ class Notify:
                     events.append(Envelope.wrap(NotificationSent(
                         referral_id=d.referral_id, delivery_id=d.id, decision_id=d.decision_id,
                         receiver_id=d.receiver_id, kind=d.kind),
-                        source=SOURCE, subject=d.referral_id))
+                        source=SOURCE, subject=d.referral_id, traceparent=d.traceparent))
                     log.info("delivery %s sent (referral %s)", d.id, d.referral_id)
             await discard_system_tokens(s, [d.decision_id for d, error in done
                                             if error is not None and d.kind == "system_token"])
@@ -405,7 +407,8 @@ class Notify:
                     events.append(Envelope.wrap(NotificationFailed(
                         referral_id=d.referral_id, delivery_id=d.id, decision_id=d.decision_id, kind=d.kind,
                         receiver_id=d.receiver_id,
-                        reason=f"gave up after {attempts} attempts: {error}"), source=SOURCE, subject=d.referral_id))
+                        reason=f"gave up after {attempts} attempts: {error}"), source=SOURCE, subject=d.referral_id,
+                        traceparent=d.traceparent))
                     log.error("delivery %s failed for good: %s", d.id, error)
                 else:
                     log.warning("delivery %s attempt %d failed: %s", d.id, attempts, error)
@@ -528,3 +531,4 @@ class _Claimed:
     attempts: int
     code_id: str | None
     html: str | None = None  # the HTML alternative (a proposal's, an inbox link's)
+    traceparent: str | None = None  # of what queued it: the mail and its outcome continue that trace
