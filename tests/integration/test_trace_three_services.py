@@ -99,12 +99,12 @@ async def test_one_referral_is_one_trace_through_intake_matching_and_notify(
     assert chain(in_trace, "intake handle notification.sent.v2")[1] == "notify handle referral.matched.v2"
     # The mail span names its message, nothing of it.
     mail_span = one(in_trace, lambda s: s.name == "notify mail send")
-    assert dict(mail_span.attributes or {}) == {"rujukan.message_id": mail_span.attributes["rujukan.message_id"]}  # type: ignore[index]
+    assert set(mail_span.attributes or {}) == {"rujukan.message_id"}
 
     # Nothing the agency told about the person is in any span of the test (trace or not):
     # names, attributes, events, links, status.
     told = json.dumps([as_text(s) for s in finished], ensure_ascii=False)
-    assert rid in told  # the ids are there (the check reads what the spans hold)
+    assert rid in told  # ids are there (the timeline's GETs name it): the check reads what the spans hold
     for secret in (*PERSONAL.values(), "Kartika", "Wulandari", "813 9876", "Jalan Melati", '"KW"'):
         assert secret not in told, secret
 
