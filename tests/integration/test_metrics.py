@@ -149,7 +149,7 @@ async def test_metrics_are_open_count_only_and_cover_the_dashboard_and_the_alert
     for outcome in ("proposed", "waitlisted", "unmatched"):  # the outcome label says what the decision was
         assert value(m, f"{DECISION}_count", outcome=outcome) == value(m, "rujukan_decisions", outcome=outcome)
     assert value(m, f"{DECISION}_bucket", urgency="crisis", le="+Inf") == 1
-    assert 0 <= value(m, f"{DECISION}_sum", urgency="crisis") < 60
+    assert value(m, f"{DECISION}_sum", urgency="crisis") > 0
     # The crisis was proposed (the demo directory has a crisis service in its region) and its
     # receiver mailed through the real SMTP server: one first notification, under crisis.
     assert value(m, f"{DECISION}_count", urgency="crisis", outcome="proposed") == 1
