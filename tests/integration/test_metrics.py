@@ -99,6 +99,7 @@ async def test_metrics_are_open_count_only_and_cover_the_dashboard_and_the_alert
                 _, n = await scrape(notify)
                 proposed = value(m, "rujukan_decisions", outcome="proposed")
                 ok = (value(m, "rujukan_decisions") >= 2 and value(m, "rujukan_dead_letters", group="matching") == 1
+                      and value(m, f"{DECISION}_count") >= 2  # observed once the batch committed
                       and value(n, f"{NOTIFICATION}_count") >= proposed
                       # FastStream counts a batch processed once its handler returned (after the commit)
                       and value(m, "faststream_received_processed_messages_total", handler=SUBMITTED) >= 2)
