@@ -3,8 +3,9 @@
 Per service (its consumer group): its consumers (one per replica) and how long each has been
 idle, the lag (entries not yet read) and pending entries (read, not acknowledged) over its
 streams, its dead letters, the age of the oldest pending entry on an urgent lane (a
-crisis waiting), and for notify its failed deliveries of the last 24 hours (its
-`notification.failed` events still on their stream: a count, nothing of the event).
+crisis waiting), and for notify its deliveries given up on in the last 24 hours (mail and
+the other channels; notify tallies them per hour in Redis, as the `notification.failed`
+events leave their stream once intake has read them: a count, nothing of a delivery).
 Colours: green all clear, yellow work waiting, red what needs an operator."""
 
 from __future__ import annotations
@@ -19,17 +20,34 @@ from redis.exceptions import ResponseError
 from rich.console import Console
 from rich.table import Column, Table
 
-from shared.events import NotificationFailed
-from shared.streams.topology import NOTIFICATIONS, TOPOLOGY, dead_letter_stream, decoded, is_urgent_lane
+from shared.streams.topology import TOPOLOGY, dead_letter_stream, decoded, is_urgent_lane
 
 # An urgent entry pending longer than this is red: a crisis waits for nobody.
 URGENT_PENDING_ALERT_S = 60.0
-# The service whose delivery outcomes are on this stream, and how far back its failures count.
-DELIVERY_OUTCOMES = {"notify": NOTIFICATIONS}
-FAILED_WITHIN_S = 24 * 3600
-# Every version of the type: an older producer's failures count as well.
-_FAILED_TYPE = NotificationFailed.TYPE.rsplit(".", 1)[0] + "."
-_PAGE = 1000
+# The service that delivers; its failures count over the current hour and the 23 before it,
+# one key an hour, each kept a little longer than that.
+DELIVERING = "notify"
+FAILED_DELIVERIES_KEY = "rujukan:notify:deliveries_failed:"
+FAILED_WITHIN_H = 24
+
+
+def _hour_key(at_s: float) -> str:
+    return FAILED_DELIVERIES_KEY + time.strftime("%Y%m%d%H", time.gmtime(at_s))
+
+
+async def tally_failed_deliveries(redis: aioredis.Redis, count: int, at_s: float | None = None) -> None:
+    """Add deliveries given up on to this hour's tally (notify, once they are recorded)."""
+    key = _hour_key(time.time() if at_s is None else at_s)
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.incrby(key, count)
+        pipe.expire(key, (FAILED_WITHIN_H + 1) * 3600)
+        await pipe.execute()
+
+
+async def failed_deliveries(redis: aioredis.Redis, now_s: float) -> int:
+    """The deliveries given up on in the current hour and the 23 before it."""
+    counts: Any = await redis.mget([_hour_key(now_s - h * 3600) for h in range(FAILED_WITHIN_H)])
+    return sum(int(c) for c in counts if c is not None)
 
 
 async def system_status(redis: aioredis.Redis, topology: dict[str, list[str]] | None = None) -> list[dict[str, Any]]:
@@ -43,8 +61,8 @@ async def system_status(redis: aioredis.Redis, topology: dict[str, list[str]] | 
                                "dead_letters": int(await redis.xlen(dead_letter_stream(group))),
                                "oldest_urgent_s": None, "missing": [],
                                "failed_deliveries": None}
-        if group in DELIVERY_OUTCOMES:
-            row["failed_deliveries"] = await failed_deliveries(redis, DELIVERY_OUTCOMES[group], now_ms)
+        if group == DELIVERING:
+            row["failed_deliveries"] = await failed_deliveries(redis, now_ms / 1000)
         for stream in streams:
             try:
                 groups: Any = await redis.xinfo_groups(stream)
@@ -71,20 +89,6 @@ async def system_status(redis: aioredis.Redis, topology: dict[str, list[str]] | 
                 row["oldest_urgent_s"] = max(age, row["oldest_urgent_s"] or 0)
         rows.append(row)
     return rows
-
-
-async def failed_deliveries(redis: aioredis.Redis, stream: str, now_ms: float) -> int:
-    """`notification.failed` events on the stream within the last 24 hours: an entry's id is
-    the millisecond it was added, so the range starts there; only the `type` field is read."""
-    start = f"{int(now_ms - FAILED_WITHIN_S * 1000)}-0"
-    failed = 0
-    while True:
-        entries: Any = await redis.xrange(stream, min=start, max="+", count=_PAGE)
-        failed += sum(decoded(fields.get(b"type", b"")).startswith(_FAILED_TYPE)
-                      for _, fields in entries)
-        if len(entries) < _PAGE:
-            return failed
-        start = f"({decoded(entries[-1][0])}"  # exclusive: the page after the last one read
 
 
 def status_table(rows: list[dict[str, Any]]) -> Table:

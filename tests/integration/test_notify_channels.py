@@ -203,6 +203,12 @@ async def test_a_webhook_answering_500_is_retried_with_the_same_id_then_given_up
 ) -> None:
     flaky = Receiver(fail_first=2)
     p = await parts(database_url, mailbox, dev_channels(gateway))
+    tallied: list[int] = []
+
+    async def tally(count: int) -> None:  # `rujukan status`'s tally (shared/status.py in the app)
+        tallied.append(count)
+
+    p.rounds.tally_failed = tally
     try:
         e = matched("ct-flaky", recipients=[Recipient(receiver_id=receiver_of("ct-flaky"), email="f@example.org",
                                                       webhook_url=flaky.url, channels=["webhook"])])
@@ -214,6 +220,7 @@ async def test_a_webhook_answering_500_is_retried_with_the_same_id_then_given_up
         assert len({h["webhook-id"] for h, _ in flaky.posts}) == 1
         assert await p.scalar("SELECT state FROM channel_delivery") == "sent"
         assert await p.scalar("SELECT attempts FROM channel_delivery") == 3
+        assert tallied == []  # failed twice, then sent: nothing given up
 
         # Always 500: after max_attempts it is failed for good, with why.
         flaky.fail_first = 99
@@ -226,6 +233,7 @@ async def test_a_webhook_answering_500_is_retried_with_the_same_id_then_given_up
         assert await p.scalar("SELECT state FROM channel_delivery WHERE decision_id = :d", d=e2.decision_id) == "failed"
         assert "500" in await p.scalar("SELECT last_error FROM channel_delivery WHERE decision_id = :d",
                                        d=e2.decision_id)
+        assert tallied == [1]
     finally:
         flaky.stop()
         await p.close()

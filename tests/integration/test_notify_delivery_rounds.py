@@ -59,11 +59,17 @@ async def test_smtp_down_backs_off_then_gives_up_with_notification_failed(databa
     await upgrade(database_url, MIGRATIONS)
     engine = make_engine(database_url)
     relay = Relay()
+    tallied: list[int] = []
+
+    async def tally(count: int) -> None:  # `rujukan status`'s tally (shared/status.py in the app)
+        tallied.append(count)
+
     notify = Notify(sessions(engine), relay, Mailer(nobody_listening(), FROM, timeout=2),  # type: ignore[arg-type]
-                    max_attempts=2, record_every=2)
+                    max_attempts=2, record_every=2, tally_failed=tally)
     try:
         await notify.handle([message(matched(f"ct-{i}", urgency="routine")) for i in range(3)])
         assert await notify.deliver_due() == 3
+        assert tallied == []  # a first attempt failing is not given up
         assert await scalar(notify, "SELECT count(*) FROM delivery WHERE state = 'pending' AND attempts = 1"
                                     " AND last_error IS NOT NULL") == 3
         assert await notify.deliver_due() == 0  # backed off: nothing due
@@ -75,6 +81,7 @@ async def test_smtp_down_backs_off_then_gives_up_with_notification_failed(databa
         assert await scalar(notify, "SELECT count(*) FROM delivery WHERE state = 'failed' AND attempts = 2") == 3
         assert await scalar(notify, "SELECT count(*) FROM outbox WHERE event_type = 'notification.failed.v2'") == 3
         assert relay.kicks >= 1
+        assert sum(tallied) == 3  # told once recorded, each once
     finally:
         await notify.mailer.close()
         await engine.dispose()

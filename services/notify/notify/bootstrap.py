@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -21,6 +22,7 @@ from shared.metrics import NotificationTimes
 from shared.outbox import OutboxRelay
 from shared.runtime import Runtime, configure_logging, serve
 from shared.settings import settings_to_start
+from shared.status import tally_failed_deliveries
 from shared.web.operator import operator_pages
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -32,16 +34,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     channels = other_channels(settings)
 
     async def wire(rt: Runtime) -> Wiring:
+        tally = partial(tally_failed_deliveries, rt.redis)
         relay = OutboxRelay(rt.sessions, Outbox, rt.redis, poll_interval_s=settings.outbox_poll_interval_s)
         rounds = ChannelRounds(rt.sessions, channels, public_url=settings.public_url,
                                signin_code_ttl=timedelta(hours=settings.signin_code_hours),
-                               max_attempts=settings.mail_max_attempts, poll_interval_s=settings.mail_poll_interval_s)
+                               max_attempts=settings.mail_max_attempts, poll_interval_s=settings.mail_poll_interval_s,
+                               tally_failed=tally)
         notify = Notify(rt.sessions, relay, mailer, settings.mail_max_attempts, settings.mail_poll_interval_s,
                         public_url=settings.public_url, signin_code_ttl=timedelta(hours=settings.signin_code_hours),
                         record_every=settings.mail_record_every, operator_emails=settings.operator_emails,
                         webhook_key=settings.webhook_key,
                         reminder_before=timedelta(hours=settings.reminder_before_hours), channel_rounds=rounds,
-                        observe_notification=NotificationTimes(rt.metrics))
+                        observe_notification=NotificationTimes(rt.metrics), tally_failed=tally)
         return Wiring(
             state={"notify": notify, "inbox": Inbox(rt.sessions, relay),
                    "credentials": Credentials(rt.sessions, relay, timedelta(hours=settings.session_hours))},

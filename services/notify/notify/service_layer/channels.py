@@ -28,6 +28,7 @@ from notify.adapters.orm import ChannelDelivery, Delivery, Proposal
 from notify.domain.messages import channel_text
 from notify.domain.states import DeliveryState, ProposalStatus
 from notify.service_layer.credentials import mint_signin_code
+from notify.service_layer.failures import FailureTally, no_tally, tally_given_up
 from shared.events import Recipient, ReferralMatched, new_id, utcnow
 
 log = logging.getLogger("rujukan.notify.channels")
@@ -97,6 +98,8 @@ class ChannelRounds:
     max_attempts: int = 8
     poll_interval_s: float = 2.0
     claim_lease_s: float = 60.0
+    # Told how many deliveries were given up on, once recorded (`rujukan status`'s tally).
+    tally_failed: FailureTally = no_tally
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -199,6 +202,8 @@ class ChannelRounds:
             values.update(last_error=error, next_attempt_at=now + timedelta(seconds=min(5 * 2 ** (attempts - 1), 600)))
             log.warning("channel delivery %s (%s) attempt %d failed: %s", c.id, c.channel, attempts, error)
         async with self.sessions() as s, s.begin():
-            await s.execute(update(ChannelDelivery).where(ChannelDelivery.id == c.id,
-                                                          ChannelDelivery.state == DeliveryState.pending)
-                            .values(**values).execution_options(synchronize_session=False))
+            res = await s.execute(update(ChannelDelivery).where(ChannelDelivery.id == c.id,
+                                                                ChannelDelivery.state == DeliveryState.pending)
+                                  .values(**values).execution_options(synchronize_session=False))
+        if values.get("state") == DeliveryState.failed and res.rowcount:  # type: ignore[attr-defined]
+            await tally_given_up(self.tally_failed, 1)

@@ -47,6 +47,7 @@ from notify.service_layer.credentials import (
     mint_system_token,
     register,
 )
+from notify.service_layer.failures import FailureTally, no_tally, tally_given_up
 from notify.service_layer.inbox import CLOSED_LOOP, record_proposal, urgent_of
 from shared.db import first_time
 from shared.events import (
@@ -105,6 +106,8 @@ class Notify:
     channel_rounds: ChannelRounds | None = None
     # Told when a referral's first proposal mail was sent (the time-to-notification metric).
     observe_notification: NotificationObserver = field(default=lambda *_: None)
+    # Told how many deliveries were given up on, once recorded (`rujukan status`'s tally).
+    tally_failed: FailureTally = field(default=no_tally)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     # Set when an urgent delivery is queued: a round sending routine mail stops for it.
     _urgent_queued: asyncio.Event = field(default_factory=asyncio.Event)
@@ -366,6 +369,7 @@ class Notify:
         now = utcnow()
         events: list[Envelope] = []
         told: list[tuple[str, datetime | None]] = []
+        given_up = 0
         async with self.sessions() as s, s.begin():
             sent = {d.id: d for d, error in done if error is None}
             if sent:
@@ -401,6 +405,7 @@ class Notify:
                                       .values(**values).execution_options(synchronize_session=False))
                 if not res.rowcount:  # type: ignore[attr-defined]
                     continue
+                given_up += attempts >= self.max_attempts
                 if attempts >= self.max_attempts and d.kind in NO_EVENT:
                     log.error("delivery %s failed for good: %s", d.id, error)
                 elif attempts >= self.max_attempts:
@@ -416,6 +421,7 @@ class Notify:
                 add_events(s, Outbox, events)
         if events:
             self.relay.kick()
+        await tally_given_up(self.tally_failed, given_up)
         for urgency, submitted_at in told:  # once committed: a chunk given up is not counted
             self.observe_notification(urgency, submitted_at, now)
 
