@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import redis.asyncio as aioredis
 import typer
 from redis.exceptions import ResponseError
-from rich.console import Console
+from rich.console import Console, Group
 from rich.table import Column, Table
 
 from shared.streams.topology import TOPOLOGY, dead_letter_stream, decoded, is_urgent_lane
@@ -91,20 +91,20 @@ async def system_status(redis: aioredis.Redis, topology: dict[str, list[str]] | 
     return rows
 
 
-def status_table(rows: list[dict[str, Any]]) -> Table:
-    # Names whole on a narrow terminal too (the headers wrap instead).
-    table = Table(Column("service", no_wrap=True), Column("consumers (idle)", no_wrap=True),
-                  "lag", "pending", "dead letters", "oldest urgent pending", "failed (24h)",
-                  title="Rujukan: the system at a glance", pad_edge=False,
-                  caption="failed (24h): the deliveries notify could not make in the last 24 hours")
+def status_table(rows: list[dict[str, Any]]) -> Group:
+    """The figures, one row a service (fits 80 columns: headers wrap at their spaces), then
+    each service's consumers (one per replica) by name with how long each has been idle."""
+    table = Table(Column("service", no_wrap=True), "replicas", "lag", "pending", "dead letters",
+                  "oldest crisis pending", "failed (24h)", title="Rujukan: the system at a glance",
+                  caption="failed (24h): the deliveries notify gave up on in the last 24 hours")
+    replicas = Table(Column("service", no_wrap=True), Column("consumer", overflow="fold"), "idle",
+                     title="Consumers (one a replica)")
     for r in rows:
-        if r["consumers"]:
-            consumers = "\n".join(f"{name} ({idle / 1000:.1f}s)" for name, idle in sorted(r["consumers"].items()))
-            consumers = f"[green]{len(r['consumers'])}[/green]: {consumers}"
-        else:
-            consumers = "[red]none running[/red]"
+        count = len(r["consumers"])
+        for name, idle in sorted(r["consumers"].items()):
+            replicas.add_row(r["group"], name, f"{idle / 1000:.1f}s")
         if r["missing"]:
-            consumers += f"\n[red]no group on {len(r['missing'])} stream(s)[/red]"
+            replicas.add_row(r["group"], f"[red]no group on {len(r['missing'])} stream(s)[/red]", "")
         lag = f"{r['lag']}{'+?' if r['unknown_lag'] else ''}"
         urgent = r["oldest_urgent_s"]
         if urgent is None:
@@ -114,13 +114,13 @@ def status_table(rows: list[dict[str, Any]]) -> Table:
         failed = r["failed_deliveries"]
         failing = "" if failed is None else f"[{'red' if failed else 'green'}]{failed}[/]"
         table.add_row(
-            r["group"], consumers,
+            r["group"], f"[{'green' if count and not r['missing'] else 'red'}]{count}[/]",
             f"[{'yellow' if r['lag'] or r['unknown_lag'] else 'green'}]{lag}[/]",
             f"[{'yellow' if r['pending'] else 'green'}]{r['pending']}[/]",
             f"[{'red' if r['dead_letters'] else 'green'}]{r['dead_letters']}[/]",
             oldest, failing,
         )
-    return table
+    return Group(table, replicas)
 
 
 def status(
