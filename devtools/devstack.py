@@ -342,6 +342,7 @@ Rujukan is running (development; data under {stack.var}).
   notify    http://127.0.0.1:{stack.port('notify')}/docs
   redis     {stack.redis_url}
   mail      {stack.smtp_url}{f'  (saved under {stack.var / "mail"})' if stack.mail else ''}
+  status    make status  (in another terminal: the whole system at a glance)
   operator keys (role: key; kept in {stack.var / "secrets" / "operator_keys.json"}):
 {operators}
 Press Ctrl-C to stop.
