@@ -67,6 +67,10 @@ DOMAIN_COUNTS: dict[str, tuple[Count, ...]] = {
     "notify": (
         Count("rujukan_deliveries", "Deliveries by state (failed: out of attempts).", ("state",),
               "SELECT state, COUNT(*) FROM delivery GROUP BY state"),
+        # A crisis or a risk flag must reach a person in minutes: its mail still unsent after a
+        # minute (the relay refusing, a backoff) pages, long before its attempts run out.
+        Count("rujukan_urgent_mail_waiting", "Urgent mails (a crisis, a risk flag) queued over a minute ago, unsent.",
+              (), "SELECT COUNT(*) FROM delivery WHERE state = 'pending' AND urgent AND created_at < :minute_ago"),
     ),
 }
 

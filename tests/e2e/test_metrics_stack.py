@@ -48,10 +48,11 @@ def until(check: Any, what: str, timeout: float = 30) -> None:
         time.sleep(0.2)
 
 
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
 def test_metrics_count_what_the_referrals_and_a_poison_entry_caused(
-        stack_factory: StackFactory, smtp_server: MailCatcher) -> None:
+        stack_factory: StackFactory, smtp_server: MailCatcher, database: str) -> None:
     smtp_server.clear()
-    stack = stack_factory(smtp_url=smtp_server.url)
+    stack = stack_factory(database=database, smtp_url=smtp_server.url)
     port = {name: stack.port(name) for name in ("intake", "matching", "notify")}
     auth = {"Authorization": f"Bearer {DEMO_KEY}"}
     crisis = referral_body("PPA-MDN-2026-0900")
@@ -99,6 +100,8 @@ def test_metrics_count_what_the_referrals_and_a_poison_entry_caused(
 
     # Counts and closed-set labels only: no id, nothing the agency told about the person.
     for name in ("intake", "matching", "notify"):
-        text, _ = scrape(port[name])
+        text, samples = scrape(port[name])
+        # Every figure was read: each domain query runs on this database, Redis answered.
+        assert total(samples, "rujukan_dependency_up", service=name) == 2, name
         for secret in (*PERSONAL, *ids, "PPA-MDN-2026-0899", json.dumps(crisis["client"]["contact"]["email"])):
             assert secret not in text, (name, secret)

@@ -115,6 +115,18 @@ async def test_metrics_are_open_count_only_and_cover_the_dashboard_and_the_alert
                     bindparam("at", type_=UTCDateTime)), {"at": ninety_s_ago, "id": rid})
             _, late = await scrape(intake)
             assert value(late, "rujukan_crisis_undecided") == 1
+            # The crisis's mail waiting over a minute (its relay refusing: backed off), and only then.
+            _, n_now = await scrape(notify)
+            assert value(n_now, "rujukan_urgent_mail_waiting") == 0
+            async with apps[2].state.runtime.engine.begin() as conn:
+                waiting = (await conn.execute(text(
+                    "UPDATE delivery SET state = 'pending', created_at = :at, next_attempt_at = :later "
+                    "WHERE urgent").bindparams(bindparam("at", type_=UTCDateTime),
+                                               bindparam("later", type_=UTCDateTime)),
+                    {"at": ninety_s_ago, "later": utcnow() + timedelta(hours=1)})).rowcount
+            assert waiting >= 1
+            _, n_late = await scrape(notify)
+            assert value(n_late, "rujukan_urgent_mail_waiting") == waiting
 
     # The request counter names route templates, never a path holding an id.
     assert value(i, "rujukan_http_requests_total", method="POST", route="/v1/referrals") == 2
