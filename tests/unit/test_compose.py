@@ -75,6 +75,8 @@ def test_each_service_command_runs_a_module_that_exists(name: str) -> None:
 def test_each_environment_variable_is_a_setting_the_service_reads(name: str) -> None:
     env = compose()["services"][name]["environment"]
     fields = {f.upper() for f in SETTINGS[name].model_fields}
+    # OpenTelemetry's own variable, read by its SDK's exporter (shared/tracing.py turns it on).
+    fields.add("OTEL_EXPORTER_OTLP_ENDPOINT")
     unknown = set(env) - fields
     assert not unknown, f"{name} is given variables it never reads: {unknown}"
     for required in ("REDIS_URL", "DATABASE_URL", "PORT", "HOST"):
