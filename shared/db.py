@@ -241,6 +241,17 @@ def run_alembic_env(target_metadata: MetaData) -> None:
     asyncio.run(main())
 
 
+async def insert_new(session: AsyncSession, model: type, **values: Any) -> None:
+    """Insert the row unless one with its key exists (ON CONFLICT DO NOTHING, PostgreSQL and
+    SQLite alike): two transactions learning the same thing at once both go on, where a
+    look-then-add would fail the second with a unique violation."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    await session.execute(insert(model).values(**values).on_conflict_do_nothing())
+
+
 async def first_time(session: AsyncSession, model: type, messages: Sequence[Message]) -> list[Message]:
     """The messages of a batch whose events this service has not processed yet, in order,
     each recorded in the inbox table within the caller's transaction (so the record and the

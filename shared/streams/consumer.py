@@ -83,6 +83,27 @@ _TRANSIENT_MESSAGES = ("database is locked", "connection is closed", "connection
                        "the database system is", "terminating connection", "server closed the connection")
 
 
+# A clash with a concurrent transaction (two handlers inserting the same row at once, a
+# deadlock, a serialization failure): handled again at once, as the other has committed by
+# then, a few times before it counts as the entry failing (which waits for the reclaim, 30 s
+# or more: too long for a crisis). By the drivers' class names (asyncpg; SQLite serializes
+# writers, so its "database is locked" is already transient).
+_CONFLICT_NAMES = frozenset({"UniqueViolationError", "DeadlockDetectedError", "SerializationError"})
+CONFLICT_RETRIES = 3
+
+
+def is_conflict(error: BaseException) -> bool:
+    """True when the error is a clash with a concurrent transaction, worth handling again."""
+    seen: set[int] = set()
+    e: BaseException | None = error
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if type(e).__name__ in _CONFLICT_NAMES:
+            return True
+        e = getattr(e, "orig", None) or e.__cause__ or e.__context__  # SQLAlchemy keeps the driver's in orig
+    return False
+
+
 def is_transient(error: BaseException) -> bool:
     """True when the error (or what caused it) is the infrastructure being away, not the
     entry being bad: Redis or the database unreachable, restarting, or locked."""
@@ -470,9 +491,24 @@ class StreamConsumer:
                 attributes={"messaging.destination.name": stream, "messaging.batch.message_count": len(messages),
                             "rujukan.event_id": first.id}), \
                 event_context(first.id if len(messages) == 1 else None):
-            await self._retrying_transient(lambda: self.handler(messages))
+            await self._retrying_transient(lambda: self._handling_again_on_conflict(messages))
         self.stats.handled += len(messages)
         await self._retrying_transient(lambda: self._ack(stream, messages))
+
+    async def _handling_again_on_conflict(self, messages: list[Message]) -> None:
+        for attempt in range(CONFLICT_RETRIES + 1):
+            try:
+                await self.handler(messages)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                if attempt == CONFLICT_RETRIES or not is_conflict(e):
+                    raise
+                self.stats.retried += 1
+                log.info("%s: a concurrent transaction clashed (%s); handling the batch again",
+                         self.group, type(e).__name__)
+                await asyncio.sleep(0.02 * (attempt + 1))
 
     async def _retrying_transient(self, action: Callable[[], Awaitable[Any]]) -> None:
         backoff = 0.1

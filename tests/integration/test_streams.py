@@ -21,7 +21,7 @@ from shared.events import Envelope, ReferralSubmitted
 from shared.streams.consumer import Message, StreamConsumer, stop_subscribers
 from shared.streams.dead_letters import dead_letters, replay_dead_letter
 from shared.streams.janitor import forget_idle_consumers
-from shared.streams.topology import connect, dead_letter_stream, provision, replay_stream, stats_key
+from shared.streams.topology import connect, dead_letter_stream, error_key, provision, replay_stream, stats_key
 
 
 def submitted(referral_id: str | None = None, **over: Any) -> Envelope:
@@ -387,6 +387,63 @@ async def _eq(value: Callable[[], int], n: int) -> bool:
     return value() >= n
 
 
+class UniqueViolationError(Exception):  # asyncpg's, by name
+    pass
+
+
+def clash() -> Exception:
+    from sqlalchemy.exc import IntegrityError
+    return IntegrityError("INSERT INTO receiver", {}, UniqueViolationError("duplicate key value"))
+
+
+async def test_a_clash_with_a_concurrent_transaction_is_handled_again_at_once(redis: aioredis.Redis) -> None:
+    lane = Lane(redis)
+    await lane.provision()
+    e = submitted(urgency="crisis")
+    await lane.add(e, lane.urgent)
+    attempts = 0
+    got: list[Message] = []
+
+    async def handler(ms: list[Message]) -> None:
+        nonlocal attempts
+        attempts += 1
+        if attempts <= 2:  # another handler inserted the same row first, then committed
+            raise clash()
+        got.extend(ms)
+
+    # A reclaim a minute away: handled now, not after it.
+    c = lane.consumer(handler, reclaim_idle_ms=60_000, max_deliveries=1)
+    task = await running(c)
+    await until(lambda: _eq(lambda: len(got), 1))
+    await stop(c, task)
+    assert got[0].deliveries == 1  # not counted as a failed delivery
+    assert await redis.exists(error_key(lane.group, lane.urgent, got[0].entry_id)) == 0
+    assert await lane.pending(lane.urgent) == 0
+    assert await redis.xlen(dead_letter_stream(lane.group)) == 0
+
+
+async def test_a_clash_that_keeps_coming_counts_as_the_entry_failing(redis: aioredis.Redis) -> None:
+    from shared.streams.consumer import CONFLICT_RETRIES
+
+    lane = Lane(redis)
+    await lane.provision()
+    await lane.add(submitted())
+    attempts = 0
+
+    async def handler(ms: list[Message]) -> None:
+        nonlocal attempts
+        attempts += 1
+        raise clash()  # a unique violation of the entry's own making, every time
+
+    c = lane.consumer(handler, reclaim_idle_ms=200, max_deliveries=1)
+    task = await running(c)
+    await until(lambda: _len(redis, dead_letter_stream(lane.group), 1))
+    await stop(c, task)
+    assert attempts == CONFLICT_RETRIES + 1  # a few at once, then it counted: one delivery
+    entry = (await redis.xrange(dead_letter_stream(lane.group)))[0][1]
+    assert "UniqueViolationError" in " ".join(str(v) for v in entry.values())  # the reason names it
+
+
 def test_what_counts_as_the_infrastructure_being_away() -> None:
     from sqlalchemy.exc import OperationalError
 
@@ -403,4 +460,8 @@ def test_what_counts_as_the_infrastructure_being_away() -> None:
     assert not is_transient(OperationalError("SELECT", {}, Exception("no such table: referral")))
     assert not is_transient(FileNotFoundError("templates/proposal.txt.j2"))
     assert not is_transient(ValueError("bad"))
+    assert not is_transient(clash())  # a clash is handled again at once, a bounded number of times
+    from shared.streams.consumer import is_conflict
+    assert is_conflict(clash())
+    assert not is_conflict(wrapped)
 

@@ -40,6 +40,7 @@ from notify.adapters.orm import (
 )
 from notify.domain.messages import masked_address, system_token
 from notify.domain.states import OPEN_PROPOSALS, DeliveryState
+from shared.db import insert_new
 from shared.events import Envelope, ReceiverCredentialRevoked, ReceiverRegistered, new_id, utcnow
 from shared.outbox import OutboxRelay, add_events
 
@@ -154,25 +155,25 @@ async def discard_system_tokens(s: AsyncSession, token_ids: list[str]) -> None:
 
 
 async def register(s: AsyncSession, e: ReceiverRegistered) -> None:
-    """Learn (or complete) a receiver that matching issued."""
-    known = await s.get(Receiver, e.receiver_id)
-    if known is None:
-        s.add(Receiver(id=e.receiver_id, service_id=e.service_id, organization_id=e.organization_id,
-                       contact_id=e.contact_id, email=e.contact_email))
-    else:
-        known.service_id, known.organization_id, known.contact_id = e.service_id, e.organization_id, e.contact_id
-        if e.contact_email:  # an event published before addresses were carried keeps the one known
-            known.email = e.contact_email
+    """Learn (or complete) a receiver that matching issued. Its first proposal is handled at
+    the same time on another stream: whichever comes first inserts, the other completes."""
+    await insert_new(s, Receiver, id=e.receiver_id, service_id=e.service_id, organization_id=e.organization_id,
+                     contact_id=e.contact_id, email=e.contact_email)
+    known = await s.get(Receiver, e.receiver_id, populate_existing=True)
+    if known is None:  # inserted, or there before: never
+        raise LookupError(f"receiver {e.receiver_id} neither inserted nor found")
+    known.service_id, known.organization_id, known.contact_id = e.service_id, e.organization_id, e.contact_id
+    if e.contact_email:  # an event published before addresses were carried keeps the one known
+        known.email = e.contact_email
 
 
 async def learn_from_proposal(s: AsyncSession, receiver_id: str, service_id: str, contact_id: str,
                               email: str) -> None:
     """A receiver a proposal was sent to is known, even before its registration arrives;
     its address is the one the proposal went to (the directory's latest)."""
-    known = await s.get(Receiver, receiver_id)
-    if known is None:
-        s.add(Receiver(id=receiver_id, service_id=service_id, contact_id=contact_id, email=email))
-    elif email and known.email != email:
+    await insert_new(s, Receiver, id=receiver_id, service_id=service_id, contact_id=contact_id, email=email)
+    known = await s.get(Receiver, receiver_id, populate_existing=True)
+    if known is not None and email and known.email != email:
         known.email = email
 
 
