@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from sqlalchemy import text
 
 from notify.adapters.orm import Receiver
@@ -47,5 +48,25 @@ async def test_registration_and_first_proposal_at_once_both_commit(database_url:
             known = await s.get(Receiver, "RCV-RACE")
             assert known is not None
             assert (known.organization_id, known.email) == ("org-1", "ppa-new@example.org")
+    finally:
+        await engine.dispose()
+
+
+async def test_the_consumer_knows_a_real_unique_violation_as_a_clash_on_postgresql(database_url: str) -> None:
+    # What the consumer handles again at once (shared.streams.consumer.is_conflict), as the
+    # driver really raises it; on SQLite writers are serialized, so a duplicate is the entry's own.
+    from sqlalchemy.exc import IntegrityError
+
+    from shared.streams.consumer import is_conflict
+
+    await upgrade(database_url, MIGRATIONS)
+    engine = make_engine(database_url)
+    try:
+        async with sessions(engine)() as s, s.begin():
+            s.add(Receiver(id="RCV-DUP", service_id="svc-1"))
+        with pytest.raises(IntegrityError) as raised:
+            async with sessions(engine)() as s, s.begin():
+                s.add(Receiver(id="RCV-DUP", service_id="svc-1"))
+        assert is_conflict(raised.value) == database_url.startswith("postgresql")
     finally:
         await engine.dispose()
