@@ -156,6 +156,9 @@ class Snapshot(Collector):
             yield gauge
 
 
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 class HttpMetrics:
     """Requests by method, route template (never the path: it holds ids) and status, and their duration."""
 
@@ -179,8 +182,12 @@ class HttpMetrics:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            self.requests.labels(scope.get("method", ""), template, str(status[0])).inc()
-            self.duration.labels(scope.get("method", ""), template).observe(time.perf_counter() - started)
+            # A client names the method: outside HTTP's own, one label, or each made-up method
+            # would be a new series (memory without bound).
+            method = scope.get("method", "")
+            method = method if method in HTTP_METHODS else "other"
+            self.requests.labels(method, template, str(status[0])).inc()
+            self.duration.labels(method, template).observe(time.perf_counter() - started)
 
 
 # From seconds (a crisis is decided and mailed in seconds) to days (a waitlisted referral is

@@ -86,6 +86,9 @@ async def test_metrics_are_open_count_only_and_cover_the_dashboard_and_the_alert
             assert crisis.status_code == 202, crisis.text
             assert (await intake.get(f"/v1/referrals/{rid}", headers=AGENCY)).status_code == 200
             await intake.get("/v1/referrals/nope", headers=AGENCY)
+            # A client's made-up methods and paths: one label each, whatever is sent.
+            for n in range(5):
+                await intake.request(f"BREW{n}", f"/made-up-{n}/x{n}")
             await redis.xadd(SUBMITTED, {"type": "referral.submitted", "event": "{\"id\": "})  # a poison entry
 
             async def scrape(c: httpx.AsyncClient) -> tuple[str, dict[str, list[tuple[dict[str, str], float]]]]:
@@ -136,6 +139,9 @@ async def test_metrics_are_open_count_only_and_cover_the_dashboard_and_the_alert
     assert "PPA-MET-1" not in text_i
     assert value(i, "rujukan_http_request_duration_seconds_count", method="POST", route="/v1/referrals") == 2
     assert value(i, "rujukan_referrals") == 2  # two referrals, whatever their status now
+    assert value(i, "rujukan_http_requests_total", method="other", route="unmatched") == 5
+    assert "BREW" not in text_i
+    assert "made-up" not in text_i
     # The poison entry: one dead letter in matching's group, none elsewhere.
     assert value(m, "rujukan_dead_letters", group="matching") == 1
     assert value(i, "rujukan_dead_letters", group="intake") == 0
