@@ -41,6 +41,15 @@ def total(samples: Samples, name: str, **labels: str) -> float:
     return sum(v for ls, v in samples.get(name, []) if all(ls.get(k) == want for k, want in labels.items()))
 
 
+def scraped_once(port: int, name: str, count: float, timeout: float = 30) -> Samples:
+    """The service's samples once `name` totals `count`."""
+    deadline = time.monotonic() + timeout
+    while total(samples := scrape(port)[1], name) != count:
+        assert time.monotonic() < deadline, f"{name} stayed at {total(samples, name)}, not {count}"
+        time.sleep(0.2)
+    return samples
+
+
 def until(check: Any, what: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -77,11 +86,8 @@ def test_metrics_count_what_the_referrals_and_a_poison_entry_caused(
     assert total(i, "rujukan_dead_letters") == 0
     assert total(i, "rujukan_dependency_up", service="intake") == 2  # Redis and the database read
 
-    # Matching's counts are read after its commit: the histograms are observed just after it.
-    def matching_counted() -> bool:
-        return total(scrape(port["matching"])[1], "rujukan_referral_decision_seconds_count") == 2
-    until(matching_counted, "matching did not time its two decisions")
-    text, m = scrape(port["matching"])
+    # The histograms are observed just after each commit: scraped once they have counted.
+    m = scraped_once(port["matching"], "rujukan_referral_decision_seconds_count", 2)
     assert total(m, "rujukan_dead_letters", group="matching") == 1
     assert total(m, "rujukan_decisions", outcome="proposed") == 2
     assert total(m, "rujukan_referral_decision_seconds_count", urgency="crisis", outcome="proposed") == 1
@@ -89,10 +95,7 @@ def test_metrics_count_what_the_referrals_and_a_poison_entry_caused(
     assert total(m, "faststream_received_messages_total", app_name="matching", handler=SUBMITTED_URGENT) >= 1
     assert total(m, "faststream_received_messages_total", app_name="matching", handler=SUBMITTED) >= 2  # + poison
 
-    def notify_counted() -> bool:
-        return total(scrape(port["notify"])[1], "rujukan_referral_notification_seconds_count") == 2
-    until(notify_counted, "notify did not time the two first mails")
-    _, n = scrape(port["notify"])
+    n = scraped_once(port["notify"], "rujukan_referral_notification_seconds_count", 2)
     assert total(n, "rujukan_referral_notification_seconds_count", urgency="crisis") == 1
     assert total(n, "rujukan_referral_notification_seconds_count", urgency="routine") == 1
     assert total(n, "rujukan_deliveries", state="sent") >= 2

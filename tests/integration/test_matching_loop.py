@@ -7,7 +7,7 @@ hypothesis-driven run of random event sequences that checks the invariants after
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -29,15 +29,6 @@ from shared.events import (
     utcnow,
 )
 from tests.matching_kit import DIRECTORY, World, message, response, submitted, with_seats
-
-
-@pytest.fixture
-async def world(database_url: str) -> AsyncIterator[World]:
-    w = await World(database_url).start()
-    try:
-        yield w
-    finally:
-        await w.close()
 
 
 def only(events: list[Envelope], cls: type) -> Any:

@@ -6,11 +6,9 @@ for. /metrics exporting them is tests/integration/test_metrics.py's part."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
 
-import pytest
 from prometheus_client import CollectorRegistry
 
 from devtools.mailcatcher import MailCatcher
@@ -27,15 +25,6 @@ from tests.matching_kit import World, response, submitted
 
 DECISION = "rujukan_referral_decision_seconds"
 NOTIFICATION = "rujukan_referral_notification_seconds"
-
-
-@pytest.fixture
-async def world(database_url: str) -> AsyncIterator[World]:
-    w = await World(database_url).start()
-    try:
-        yield w
-    finally:
-        await w.close()
 
 
 def submitted_at(e: ReferralSubmitted, ago: timedelta) -> Message:
